@@ -1,0 +1,9 @@
+"""Errors a user can fix: the entry points print their message alone, without a traceback."""
+
+
+class StnlabError(RuntimeError):
+    """Bad input (a config value, a file, a checkpoint); the message names the problem and fix."""
+
+
+class CheckpointNotFoundError(StnlabError, FileNotFoundError):
+    """``ckpt_path`` points at nothing usable."""

@@ -1,0 +1,5 @@
+"""Lightning layer: the classification module and the callbacks."""
+
+from stnlab.lit.classifier import LitClassifier, NonFiniteLossError
+
+__all__ = ["LitClassifier", "NonFiniteLossError"]

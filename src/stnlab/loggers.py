@@ -1,0 +1,50 @@
+"""Experiment loggers from the ``logger`` config group; W&B falls back to offline without a key."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from stnlab.config import instantiate_dict
+
+log = logging.getLogger(__name__)
+
+
+def wandb_key_available() -> bool:
+    """True when W&B could authenticate: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def build_loggers(node: DictConfig | None) -> list:
+    """Instantiate the name-keyed logger configs; W&B goes offline when it has no key."""
+    if not node:
+        return []
+    for sub in node.values():
+        if sub and str(sub.get("_target_", "")).endswith("WandbLogger"):
+            offline = (sub.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+                       or not wandb_key_available())
+            with open_dict(sub):
+                sub.offline = bool(offline)
+            if offline:
+                log.warning("W&B: no API key found, logging OFFLINE under %s", sub.save_dir)
+            Path(sub.save_dir).mkdir(parents=True, exist_ok=True)
+    return instantiate_dict(node)
+
+
+def finish_loggers(loggers: list) -> None:
+    """Close W&B runs (one run per job, also inside a multirun) and say how to sync offline ones."""
+    for lg in loggers:
+        if type(lg).__name__ != "WandbLogger":
+            continue
+        run = lg.experiment
+        offline = getattr(run.settings, "mode", "") in ("offline", "dryrun") or run.offline
+        run_dir = Path(run.dir).parent if run.dir else None
+        run.finish()
+        if offline and run_dir is not None:
+            log.warning("W&B run saved offline; upload it with: wandb sync %s", run_dir)

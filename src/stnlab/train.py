@@ -1,0 +1,148 @@
+"""``stnlab-train``: compose the config, train one model, test its best checkpoint, write results.
+
+Every run's output directory holds ``config.yaml`` (resolved), ``checkpoints/``, the loggers'
+metrics and ``results.json`` (final test metrics, data source, parameter count, wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from stnlab.config import CONFIG_DIR, flatten, instantiate_dict, to_plain
+from stnlab.errors import CheckpointNotFoundError, StnlabError
+from stnlab.loggers import build_loggers, finish_loggers
+
+log = logging.getLogger(__name__)
+
+
+class RunConfigInCheckpoint(pl.Callback):
+    """Stores the resolved run config and data description in every checkpoint for stnlab-eval."""
+
+    def __init__(self, config: dict[str, Any], data: Any):
+        self.config, self.data = config, data
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stnlab"] = {"config": self.config, "data": self.data.describe()}
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Atomic: a reader sees the old file or the whole new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def build_data_and_module(cfg: DictConfig):
+    """The DataModule and the LitClassifier around the configured net, shaped by the data."""
+    data = instantiate(cfg.data)
+    channels, height, width = data.dims
+    net = instantiate(cfg.model, in_channels=channels, in_size=[height, width],
+                      num_classes=data.num_classes)
+    module = instantiate(
+        cfg.module, net=net, num_classes=data.num_classes,
+        optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    return data, module
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    if ckpt_path in (None, ""):
+        return None
+    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(
+            f"checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/<name>.ckpt "
+            "(each run prints its checkpoint folder), or drop ckpt_path to start fresh."
+        )
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, test the best checkpoint and write results.json; returns the results."""
+    started = time.time()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    data, module = build_data_and_module(cfg)
+    data.prepare_data()
+    data.setup("fit")
+    num_params = sum(p.numel() for p in module.net.parameters())
+    resolved = to_plain(cfg)
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    callbacks.append(RunConfigInCheckpoint(resolved, data))
+    loggers = build_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    hparams = {**flatten(resolved), "data/source_used": data.describe()["source"],
+               "model/num_params": num_params}
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+    log.info("model %s: %d parameters; data: %s", cfg.model._target_, num_params, data.describe())
+
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+        results: dict[str, Any] = {
+            "val/acc_best": float(module.val_acc_best.compute()),
+            "data": data.describe(),
+            "model": cfg.model._target_.rsplit(".", 1)[-1],
+            "transform": cfg.model.get("transform"),
+            "distortion": data.distortion_name,
+            "seed": cfg.seed,
+            "num_params": num_params,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "output_dir": str(output_dir),
+        }
+        if cfg.get("test"):
+            ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not ckpt or trainer.fast_dev_run:
+                log.warning("no best checkpoint: testing the final weights")
+                ckpt = None
+            metrics = trainer.test(module, datamodule=data, ckpt_path=ckpt)[0]
+            results.update({k: float(v) for k, v in metrics.items()})
+            results["ckpt_path"] = ckpt
+        results["fit_time_s"] = round(time.time() - started, 1)
+        write_json(results, output_dir / "results.json")
+    finally:
+        finish_loggers(loggers)
+    if "test/acc" in results:
+        log.info("TEST  acc %.4f  error %.2f%%  (%s, %s)  -> %s", results["test/acc"],
+                 100 * results["test/error"], results["model"], results["distortion"],
+                 output_dir / "results.json")
+    return results
+
+
+def run_reporting_errors(task, cfg: DictConfig):
+    """Run ``task(cfg)``; a user-fixable error ends with its message alone, exit status 2."""
+    try:
+        return task(cfg)
+    except (StnlabError, InstantiationException, FloatingPointError) as e:
+        log.error("%s", e if isinstance(e, InstantiationException) else f"{type(e).__name__}: {e}")
+        raise SystemExit(2) from None
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    results = run_reporting_errors(train, cfg)
+    return results.get("val/acc_best")  # the value an Optuna sweep maximises
+
+
+if __name__ == "__main__":
+    main()

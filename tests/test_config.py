@@ -1,0 +1,94 @@
+"""Every option of every config group composes and instantiates."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+
+from stnlab.config import CONFIG_DIR, instantiate_dict
+from stnlab.loggers import build_loggers, finish_loggers
+from stnlab.train import build_data_and_module
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_builds_and_runs(make_cfg, model):
+    cfg = make_cfg("train", [f"model={model}"])
+    data, module = build_data_and_module(cfg)
+    data.setup()
+    x, y = next(iter(data.val_dataloader()))
+    assert module(x[:4]).shape == (4, 10)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizer_and_scheduler_options(make_cfg, optimizer, scheduler):
+    cfg = make_cfg("train", [f"optimizer={optimizer}", f"scheduler={scheduler}",
+                             "model=st_cnn"])
+    data, module = build_data_and_module(cfg)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=data)
+    opt = trainer.optimizers[0]
+    assert opt.__class__.__name__.lower() == optimizer
+    assert len(trainer.lr_scheduler_configs) == (0 if scheduler == "none" else 1)
+    names = [g["name"] for g in opt.param_groups]
+    assert names == ["net", "loc"]
+    if scheduler != "onecycle":  # one-cycle moves both groups' lr; their ratio stays
+        assert opt.param_groups[1]["lr"] == pytest.approx(opt.param_groups[0]["lr"] * 0.1)
+    else:
+        assert opt.param_groups[1]["max_lr"] == pytest.approx(opt.param_groups[0]["max_lr"] * 0.1)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_options_compose(make_cfg, trainer):
+    cfg = make_cfg("train", [f"trainer={trainer}"])
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if cfg.trainer.accelerator == "cpu":
+        assert isinstance(instantiate(cfg.trainer, logger=False), pl.Trainer)
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_logger_options_instantiate_offline(make_cfg, logger, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", "/nonexistent")
+    cfg = make_cfg("train", [f"logger={logger}"])
+    loggers = build_loggers(cfg.logger)
+    assert {type(lg).__name__ for lg in loggers} == {
+        "csv": {"CSVLogger"}, "tensorboard": {"TensorBoardLogger"}, "wandb": {"WandbLogger"},
+        "many": {"CSVLogger", "TensorBoardLogger", "WandbLogger"}}[logger]
+    for lg in loggers:
+        lg.log_metrics({"val/acc": 0.5}, step=0)
+    finish_loggers(loggers)
+    if logger in ("wandb", "many"):
+        assert cfg.logger.wandb.offline is True
+        assert list(Path(cfg.paths.output_dir).glob("wandb/offline-run-*"))
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+def test_callback_options_instantiate(make_cfg, callbacks):
+    cfg = make_cfg("train", [f"callbacks={callbacks}"])
+    made = instantiate_dict(cfg.callbacks)
+    assert all(isinstance(cb, pl.Callback) for cb in made)
+    assert len(made) == len([k for k in (cfg.callbacks or {})])
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_and_experiment_options_compose(make_cfg, debug):
+    assert make_cfg("train", [f"debug={debug}"]).trainer
+    for experiment in options("experiment"):
+        assert make_cfg("train", [f"experiment={experiment}"]).model._target_
+
+
+def test_unknown_option_lists_the_valid_ones(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "stnlab.train", "model=resnet9000"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "Could not find 'model/resnet9000'" in proc.stderr
+    assert "st_cnn" in proc.stderr and "Traceback" not in proc.stderr

