@@ -1,0 +1,154 @@
+"""Localisation networks: image -> transform parameters ``(B, P)``.
+
+Both nets end in a regression layer ``head`` that starts at zero weights and the identity
+parameters as bias, so a fresh spatial transformer returns its input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = (int(s) for s in size)
+    return (h, w)
+
+
+def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(x, int):
+        return (x,)
+    return tuple(int(v) for v in x)
+
+
+def _identity_head(in_features: int, num_params: int, identity) -> nn.Linear:
+    head = nn.Linear(in_features, num_params)
+    nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        if identity is None:
+            head.bias.zero_()
+        else:
+            ident = torch.as_tensor(identity, dtype=head.bias.dtype).reshape(-1)
+            if ident.numel() != num_params:
+                raise ValueError(
+                    f"identity has {ident.numel()} entries, expected num_params={num_params}"
+                )
+            head.bias.copy_(ident)
+    return head
+
+
+class ConvLocalisation(nn.Module):
+    """The paper's ST-CNN localisation net (A.4), configurable.
+
+    ``avg-pool(downsample) -> [conv k x k (c_i) -> (max-pool 2 after all but the last) -> ReLU]
+    -> FC hidden -> ReLU -> head (num_params)``. Defaults: ``downsample=2, channels=(20, 20),
+    kernel_size=5, hidden=20``. Convolutions are 'valid'; one that would not fit the (small)
+    map gets 'same' padding instead.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int | Sequence[int],
+        num_params: int,
+        identity: torch.Tensor | Sequence[float] | None = None,
+        downsample: int = 2,
+        channels: int | Sequence[int] = (20, 20),
+        kernel_size: int = 5,
+        hidden: int = 20,
+        pool: int = 2,
+    ) -> None:
+        super().__init__()
+        h, w = _size2(in_size)
+        channels = _ints(channels)
+        downsample = max(int(downsample), 1)
+        layers: list[nn.Module] = []
+        if downsample > 1:
+            layers.append(nn.AvgPool2d(downsample))
+            h, w = h // downsample, w // downsample
+        if h < 1 or w < 1:
+            raise ValueError(f"input {_size2(in_size)} too small for downsample={downsample}")
+        c_in = int(in_channels)
+        for i, c in enumerate(channels):
+            pad = 0 if min(h, w) >= kernel_size else kernel_size // 2
+            layers.append(nn.Conv2d(c_in, c, kernel_size, padding=pad))
+            h, w = h + 2 * pad - kernel_size + 1, w + 2 * pad - kernel_size + 1
+            if i < len(channels) - 1 and pool > 1 and min(h, w) >= pool:
+                layers.append(nn.MaxPool2d(pool))
+                h, w = h // pool, w // pool
+            layers.append(nn.ReLU(inplace=True))
+            c_in = c
+        layers.append(nn.Flatten())
+        feat = c_in * h * w
+        if hidden and hidden > 0:
+            layers += [nn.Linear(feat, int(hidden)), nn.ReLU(inplace=True)]
+            feat = int(hidden)
+        self.body = nn.Sequential(*layers)
+        self.head = _identity_head(feat, int(num_params), identity)
+        self.num_params = int(num_params)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(u))
+
+
+class FCLocalisation(nn.Module):
+    """Fully connected localisation net (ST-FCN): ``flatten -> FC hidden... -> head``.
+
+    Defaults: two hidden layers of 32 units plus the regression layer (3 FC layers).
+    ``downsample`` > 1 average-pools the input first.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int | Sequence[int],
+        num_params: int,
+        identity: torch.Tensor | Sequence[float] | None = None,
+        hidden: int | Sequence[int] = (32, 32),
+        downsample: int = 1,
+    ) -> None:
+        super().__init__()
+        h, w = _size2(in_size)
+        downsample = max(int(downsample), 1)
+        layers: list[nn.Module] = []
+        if downsample > 1:
+            layers.append(nn.AvgPool2d(downsample))
+            h, w = h // downsample, w // downsample
+        layers.append(nn.Flatten())
+        feat = int(in_channels) * h * w
+        for units in _ints(hidden):
+            layers += [nn.Linear(feat, units), nn.ReLU(inplace=True)]
+            feat = units
+        self.body = nn.Sequential(*layers)
+        self.head = _identity_head(feat, int(num_params), identity)
+        self.num_params = int(num_params)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(u))
+
+
+LOCALISATIONS: dict[str, type[nn.Module]] = {"conv": ConvLocalisation, "fc": FCLocalisation}
+
+
+def make_localisation(
+    name: str,
+    in_channels: int,
+    in_size: int | Sequence[int],
+    num_params: int,
+    identity: torch.Tensor | Sequence[float] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a localisation net by name (``conv`` or ``fc``)."""
+    key = str(name).lower()
+    if key not in LOCALISATIONS:
+        raise ValueError(
+            f"unknown localisation net {name!r}; valid names: {', '.join(LOCALISATIONS)}"
+        )
+    return LOCALISATIONS[key](in_channels, in_size, num_params, identity, **kwargs)
+
+
+__all__ = ["ConvLocalisation", "FCLocalisation", "LOCALISATIONS", "make_localisation"]

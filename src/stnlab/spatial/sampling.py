@@ -1,0 +1,43 @@
+"""The library's one sampler: every image warp in stnlab goes through :func:`sample`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .transforms import ALIGN_CORNERS
+
+SAMPLERS: tuple[str, ...] = ("bilinear", "nearest", "bicubic")
+PADDINGS: tuple[str, ...] = ("zeros", "border")
+
+
+def check_sampler(mode: str, padding: str = "zeros") -> None:
+    """Raise ``ValueError`` naming the valid choices for an unknown mode or padding."""
+    if mode not in SAMPLERS:
+        raise ValueError(f"unknown sampler {mode!r}; valid names: {', '.join(SAMPLERS)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"unknown padding {padding!r}; valid names: {', '.join(PADDINGS)}")
+
+
+def sample(
+    u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding: str = "zeros"
+) -> torch.Tensor:
+    """Sample ``u`` ``(B, C, H, W)`` at ``grid`` ``(B, H', W', 2)`` -> ``(B, C, H', W')``.
+
+    Grid coordinates are normalised (``x`` along the width, ``y`` along the height, ``-1``/``1``
+    the image edges: ``align_corners=ALIGN_CORNERS``). ``padding`` is ``"zeros"`` (outside the
+    image reads 0) or ``"border"`` (edge pixels are repeated).
+    """
+    check_sampler(mode, padding)
+    if u.dim() != 4:
+        raise ValueError(f"sample expects an image batch (B, C, H, W), got {tuple(u.shape)}")
+    if grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[0] != u.shape[0]:
+        raise ValueError(
+            f"sample expects a grid (B={u.shape[0]}, H, W, 2), got {tuple(grid.shape)}"
+        )
+    if grid.dtype != u.dtype:
+        grid = grid.to(u.dtype)
+    return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
+
+
+__all__ = ["PADDINGS", "SAMPLERS", "check_sampler", "sample"]

@@ -1,0 +1,350 @@
+"""Transform families: parameter vectors -> sampling grids in normalised coordinates.
+
+Convention (the one used everywhere in stnlab)
+----------------------------------------------
+* Normalised coordinates ``(x, y)`` in ``[-1, 1]``: ``x`` runs along the width (left -> right),
+  ``y`` along the height (top -> bottom), exactly as ``torch.nn.functional.grid_sample``.
+* ``ALIGN_CORNERS = False``: ``-1`` and ``1`` are the outer *edges* of the image, pixel ``j`` of
+  a width-``W`` image has its centre at ``x = (2 j + 1) / W - 1``. The convention is passed
+  explicitly to every ``affine_grid`` / ``grid_sample`` call in the library.
+* A transform maps an *output* location to the *input* location that it samples
+  (the paper's ``T_theta(G)``), so the identity parameters reproduce the input.
+
+Every family has ``num_params``, ``identity()``, ``points(params, pts)`` (map any set of output
+points) and ``grid(params, out_size)`` (map the regular output grid, ``(B, H, W, 2)``).
+With ``bound=True`` each parameter is squashed to ``identity +- bound_scale`` by a tanh whose
+slope at the identity is 1, so the identity initialisation is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+ALIGN_CORNERS = False
+
+_BASE_GRID_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"expected a size (H, W), got {size}")
+    return size  # type: ignore[return-value]
+
+
+def base_grid(
+    out_size: int | Sequence[int],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The identity grid ``(H, W, 2)`` of pixel centres, in the library's convention (cached)."""
+    h, w = _size2(out_size)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    key = (h, w, device, dtype)
+    g = _BASE_GRID_CACHE.get(key)
+    if g is None:
+        eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
+        g = F.affine_grid(eye, [1, 1, h, w], align_corners=ALIGN_CORNERS)[0]
+        if len(_BASE_GRID_CACHE) > 64:
+            _BASE_GRID_CACHE.clear()
+        _BASE_GRID_CACHE[key] = g
+    return g
+
+
+class Transform:
+    """Base class of a parametric family of warps."""
+
+    name: str = ""
+    num_params: int = 0
+
+    def __init__(self, bound: bool = False, bound_scale: float = 1.0) -> None:
+        self.bound = bool(bound)
+        self.bound_scale = float(bound_scale)
+        if self.bound_scale <= 0:
+            raise ValueError(f"bound_scale must be > 0, got {bound_scale}")
+
+    # -- parameters -------------------------------------------------------------------------
+    def identity(self) -> torch.Tensor:
+        """The 1-D parameter vector of the identity warp (float32)."""
+        raise NotImplementedError
+
+    def check(self, params: torch.Tensor) -> torch.Tensor:
+        """Validate the shape: ``(B, P)`` (or ``(P,)``, promoted to ``(1, P)``)."""
+        if not isinstance(params, torch.Tensor):
+            raise TypeError(f"{self.name}: params must be a tensor, got {type(params).__name__}")
+        if params.dim() == 1:
+            params = params.unsqueeze(0)
+        if params.dim() != 2 or params.shape[1] != self.num_params:
+            raise ValueError(
+                f"transform '{self.name}' expects params of shape (B, {self.num_params}) "
+                f"({self.num_params} parameters), got {tuple(params.shape)}"
+            )
+        return params
+
+    def constrain(self, params: torch.Tensor) -> torch.Tensor:
+        """Apply the optional bounding; the identity is a fixed point."""
+        params = self.check(params)
+        if not self.bound:
+            return params
+        ident = self.identity().to(params)
+        s = self.bound_scale
+        return ident + s * torch.tanh((params - ident) / s)
+
+    # -- geometry ---------------------------------------------------------------------------
+    def _points(self, params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def points(self, params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        """Map output points ``(B, N, 2)`` or ``(N, 2)`` to input points ``(B, N, 2)``."""
+        params = self.constrain(params)
+        if pts.dim() == 2:
+            pts = pts.unsqueeze(0).expand(params.shape[0], -1, -1)
+        return self._points(params, pts.to(params))
+
+    def grid(self, params: torch.Tensor, out_size: int | Sequence[int]) -> torch.Tensor:
+        """Sampling grid ``(B, H, W, 2)`` in normalised coordinates for the given params."""
+        h, w = _size2(out_size)
+        params = self.constrain(params)
+        return self._grid(params, (h, w))
+
+    def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = size
+        pts = base_grid(size, params.device, params.dtype).reshape(1, h * w, 2)
+        out = self._points(params, pts.expand(params.shape[0], -1, -1))
+        return out.reshape(params.shape[0], h, w, 2)
+
+    def jacobian_det(self, params: torch.Tensor) -> torch.Tensor | None:
+        """Determinant of the warp's Jacobian at the centre ``(B,)`` (None if not defined)."""
+        return None
+
+    def __repr__(self) -> str:
+        extra = f", bound_scale={self.bound_scale}" if self.bound else ""
+        return f"{type(self).__name__}(num_params={self.num_params}, bound={self.bound}{extra})"
+
+
+class _Linear(Transform):
+    """Families that are affine maps: subclasses build the ``(B, 2, 3)`` matrix."""
+
+    def theta(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _points(self, params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        th = self.theta(params)
+        return torch.baddbmm(th[:, :, 2].unsqueeze(1), pts, th[:, :, :2].transpose(1, 2))
+
+    def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        th = self.theta(params)
+        return F.affine_grid(th, [th.shape[0], 1, *size], align_corners=ALIGN_CORNERS)
+
+    def jacobian_det(self, params: torch.Tensor) -> torch.Tensor:
+        th = self.theta(self.constrain(params))
+        return th[:, 0, 0] * th[:, 1, 1] - th[:, 0, 1] * th[:, 1, 0]
+
+
+class Translation(_Linear):
+    """``(tx, ty)``: a pure shift."""
+
+    name = "translation"
+    num_params = 2
+
+    def identity(self) -> torch.Tensor:
+        return torch.zeros(2)
+
+    def theta(self, params: torch.Tensor) -> torch.Tensor:
+        b = params.shape[0]
+        one = params.new_ones(b)
+        zero = params.new_zeros(b)
+        tx, ty = params.unbind(1)
+        return torch.stack([one, zero, tx, zero, one, ty], 1).view(b, 2, 3)
+
+
+class Attention(_Linear):
+    """``(s, tx, ty)``: isotropic scale and shift (the paper's attention / crop)."""
+
+    name = "attention"
+    num_params = 3
+
+    def identity(self) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0, 0.0])
+
+    def theta(self, params: torch.Tensor) -> torch.Tensor:
+        b = params.shape[0]
+        zero = params.new_zeros(b)
+        s, tx, ty = params.unbind(1)
+        return torch.stack([s, zero, tx, zero, s, ty], 1).view(b, 2, 3)
+
+
+class Similarity(_Linear):
+    """``(s, angle, tx, ty)``: scale, rotation (radians), shift."""
+
+    name = "similarity"
+    num_params = 4
+
+    def identity(self) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0, 0.0, 0.0])
+
+    def theta(self, params: torch.Tensor) -> torch.Tensor:
+        b = params.shape[0]
+        s, a, tx, ty = params.unbind(1)
+        c, si = s * torch.cos(a), s * torch.sin(a)
+        return torch.stack([c, -si, tx, si, c, ty], 1).view(b, 2, 3)
+
+
+class Affine(_Linear):
+    """The 6 entries of the ``2 x 3`` matrix, row-major (the paper's affine ST)."""
+
+    name = "affine"
+    num_params = 6
+
+    def identity(self) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+    def theta(self, params: torch.Tensor) -> torch.Tensor:
+        return params.view(-1, 2, 3)
+
+
+class Projective(Transform):
+    """Homography ``[[h0, h1, h2], [h3, h4, h5], [h6, h7, 1]]``: 8 parameters, row-major."""
+
+    name = "projective"
+    num_params = 8
+    eps = 1e-6
+
+    def identity(self) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+    def matrix(self, params: torch.Tensor) -> torch.Tensor:
+        """The ``(B, 3, 3)`` homography (params are taken as given, no bounding)."""
+        params = self.check(params)
+        return torch.cat([params, params.new_ones(params.shape[0], 1)], 1).view(-1, 3, 3)
+
+    def _points(self, params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        m = self.matrix(params)
+        xyw = torch.baddbmm(m[:, :, 2].unsqueeze(1), pts, m[:, :, :2].transpose(1, 2))
+        w = xyw[..., 2:]
+        w = torch.where(w >= 0, w.clamp_min(self.eps), w.clamp_max(-self.eps))
+        return xyw[..., :2] / w
+
+    def jacobian_det(self, params: torch.Tensor) -> torch.Tensor:
+        # With h22 = 1, det(H) = det(A - t g^T) (Schur complement) = the Jacobian at the origin.
+        return torch.linalg.det(self.matrix(self.constrain(params)))
+
+
+def _tps_kernel(d2: torch.Tensor) -> torch.Tensor:
+    """Thin-plate radial basis ``U = r^2 log r^2`` from squared distances (0 at r = 0)."""
+    return d2 * torch.log(d2.clamp_min(1e-30))
+
+
+class TPS(Transform):
+    """Thin-plate spline through a ``K x K`` regular grid of control points.
+
+    The control points ``c_i`` sit on ``linspace(-1, 1, K)`` in output coordinates; the
+    parameters are their targets ``c'_i`` in input coordinates, laid out
+    ``[x_0, y_0, x_1, y_1, ...]`` (row-major over the grid, x fastest). The spline maps each
+    ``c_i`` exactly onto ``c'_i``; the identity parameters are the ``c_i`` themselves.
+    """
+
+    name = "tps"
+
+    def __init__(self, grid_size: int = 4, bound: bool = False, bound_scale: float = 1.0):
+        super().__init__(bound=bound, bound_scale=bound_scale)
+        grid_size = int(grid_size)
+        if grid_size < 2:
+            raise ValueError(f"tps grid_size must be >= 2, got {grid_size}")
+        self.grid_size = grid_size
+        self.num_params = 2 * grid_size * grid_size
+        lin = torch.linspace(-1.0, 1.0, grid_size, dtype=torch.float64)
+        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+        self.control_points = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)  # (n, 2) f64
+        n = self.control_points.shape[0]
+        c = self.control_points
+        lmat = torch.zeros(n + 3, n + 3, dtype=torch.float64)
+        lmat[:n, :n] = _tps_kernel(torch.cdist(c, c).pow(2))
+        p = torch.cat([torch.ones(n, 1, dtype=torch.float64), c], 1)
+        lmat[:n, n:] = p
+        lmat[n:, :n] = p.T
+        # Columns of L^-1 that multiply the targets (the 3 zero rows contribute nothing).
+        self._l_inv = torch.linalg.inv(lmat)[:, :n].contiguous()  # (n + 3, n) f64
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def identity(self) -> torch.Tensor:
+        return self.control_points.reshape(-1).to(torch.float32)
+
+    def _basis(self, pts: torch.Tensor) -> torch.Tensor:
+        """``(..., N, n)`` matrix ``Phi(pts) L^-1``: points -> weights over the targets."""
+        c = self.control_points.to(pts)
+        d2 = (pts.unsqueeze(-2) - c).pow(2).sum(-1)  # (..., N, n)
+        phi = torch.cat([_tps_kernel(d2), torch.ones_like(pts[..., :1]), pts], -1)
+        return phi @ self._l_inv.to(pts)
+
+    def _points(self, params: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+        targets = params.view(params.shape[0], -1, 2)
+        return self._basis(pts) @ targets
+
+    def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        key = (size, params.device, params.dtype)
+        m = self._cache.get(key)
+        if m is None:
+            pts = base_grid(size, params.device, torch.float64).reshape(-1, 2)
+            m = self._basis(pts).to(params.dtype)  # computed in f64 once per size
+            if len(self._cache) > 16:
+                self._cache.clear()
+            self._cache[key] = m
+        targets = params.view(params.shape[0], -1, 2)
+        return torch.matmul(m, targets).view(params.shape[0], size[0], size[1], 2)
+
+    def __repr__(self) -> str:
+        return f"TPS(grid_size={self.grid_size}, num_params={self.num_params}, bound={self.bound})"
+
+
+TRANSFORMS: dict[str, type[Transform]] = {
+    "translation": Translation,
+    "attention": Attention,
+    "similarity": Similarity,
+    "affine": Affine,
+    "projective": Projective,
+    "tps": TPS,
+}
+
+
+def make_transform(name: str | Transform, **kwargs) -> Transform:
+    """Build a transform family by name; ``tps`` also takes ``grid_size`` (default 4).
+
+    All families take ``bound`` (bool) and ``bound_scale`` (float).
+    """
+    if isinstance(name, Transform):
+        if kwargs:
+            raise ValueError("kwargs given together with a ready Transform instance")
+        return name
+    key = str(name).lower()
+    if key not in TRANSFORMS:
+        raise ValueError(
+            f"unknown transform family {name!r}; valid names: {', '.join(TRANSFORMS)}"
+        )
+    if key != "tps" and "grid_size" in kwargs:
+        kwargs = dict(kwargs)
+        kwargs.pop("grid_size")  # harmless: allows one config dict for every family
+    try:
+        return TRANSFORMS[key](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for transform {key!r}: {err}") from err
+
+
+__all__ = [
+    "ALIGN_CORNERS",
+    "TRANSFORMS",
+    "Affine",
+    "Attention",
+    "Projective",
+    "Similarity",
+    "TPS",
+    "Transform",
+    "Translation",
+    "base_grid",
+    "make_transform",
+]

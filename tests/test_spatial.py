@@ -1,0 +1,300 @@
+"""stnlab.spatial: conventions, exactness, known warps, gradients, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stnlab.spatial import (
+    ALIGN_CORNERS,
+    SAMPLERS,
+    TRANSFORMS,
+    ConvLocalisation,
+    FCLocalisation,
+    SpatialTransformer,
+    Transform,
+    localisation_parameters,
+    make_transform,
+    sample,
+)
+
+FAMILIES = list(TRANSFORMS)
+
+
+def _ident(t: Transform, b: int = 2, dtype=torch.float32) -> torch.Tensor:
+    return t.identity().to(dtype).unsqueeze(0).repeat(b, 1)
+
+
+def test_public_constants():
+    assert ALIGN_CORNERS is False
+    assert set(SAMPLERS) == {"bilinear", "nearest", "bicubic"}
+    assert set(FAMILIES) == {"translation", "attention", "similarity", "affine", "projective",
+                             "tps"}
+    expected = {"translation": 2, "attention": 3, "similarity": 4, "affine": 6,
+                "projective": 8, "tps": 32}
+    for name, n in expected.items():
+        t = make_transform(name)
+        assert t.num_params == n
+        assert t.identity().shape == (n,)
+    assert make_transform("tps", grid_size=3).num_params == 18
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", SAMPLERS)
+def test_identity_exact_same_size(family, mode):
+    torch.manual_seed(0)
+    t = make_transform(family)
+    u = torch.rand(2, 3, 42, 42)
+    grid = t.grid(_ident(t), (42, 42))
+    assert grid.shape == (2, 42, 42, 2)
+    assert grid.abs().max() < 1  # pixel centres lie strictly inside [-1, 1]
+    v = sample(u, grid, mode=mode)
+    assert v.shape == u.shape
+    torch.testing.assert_close(v, u, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", SAMPLERS)
+def test_identity_exact_smaller_output(family, mode):
+    # align_corners=False: output pixel j of a 14-wide grid over a 42-wide image sits on input
+    # pixel 3 j + 1 exactly, so every sampler returns the strided sub-image.
+    torch.manual_seed(1)
+    t = make_transform(family)
+    u = torch.rand(2, 1, 42, 42)
+    v = sample(u, t.grid(_ident(t), (14, 14)), mode=mode)
+    torch.testing.assert_close(v, u[..., 1::3, 1::3], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_identity_padding_modes(padding):
+    u = torch.rand(1, 2, 10, 12)
+    t = make_transform("affine")
+    torch.testing.assert_close(sample(u, t.grid(_ident(t, 1), (10, 12)), padding=padding), u,
+                               atol=1e-5, rtol=0)
+
+
+def test_rotation_90_matches_rot90():
+    torch.manual_seed(2)
+    u = torch.rand(2, 3, 16, 16)
+    t = make_transform("affine")
+    theta = torch.tensor([[0.0, -1.0, 0.0, 1.0, 0.0, 0.0]]).repeat(2, 1)
+    for mode in SAMPLERS:
+        v = sample(u, t.grid(theta, (16, 16)), mode=mode)
+        torch.testing.assert_close(v, torch.rot90(u, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+    # the similarity family with angle pi/2 is the same warp
+    s = make_transform("similarity")
+    v = sample(u, s.grid(torch.tensor([[1.0, math.pi / 2, 0.0, 0.0]]).repeat(2, 1), (16, 16)))
+    torch.testing.assert_close(v, torch.rot90(u, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+
+
+def test_translation_by_one_pixel():
+    torch.manual_seed(3)
+    u = torch.rand(1, 1, 8, 10)
+    t = make_transform("translation")
+    # tx = 2 / W: output column j samples input column j + 1; the last column reads zeros.
+    v = sample(u, t.grid(torch.tensor([[2.0 / 10, 0.0]]), (8, 10)))
+    expected = torch.zeros_like(u)
+    expected[..., :-1] = u[..., 1:]
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
+    # ty = -2 / H with border padding: row i samples row i - 1, the top row repeats.
+    v = sample(u, t.grid(torch.tensor([[0.0, -2.0 / 8]]), (8, 10)), padding="border")
+    expected = torch.cat([u[..., :1, :], u[..., :-1, :]], 2)
+    torch.testing.assert_close(v, expected, atol=1e-5, rtol=0)
+
+
+def _pixel_from_norm(h: int, w: int) -> torch.Tensor:
+    """N: pixel coordinates (centres at integers) -> normalised (align_corners=False)."""
+    return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0],
+                         [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_homography_matches_kornia():
+    kgt = pytest.importorskip("kornia.geometry.transform")
+    torch.manual_seed(4)
+    h_in, w_in, h_out, w_out = 20, 24, 18, 22
+    u = torch.rand(2, 2, h_in, w_in, dtype=torch.float64)
+    params = torch.tensor([[0.9, 0.1, 0.05, -0.08, 1.1, -0.1, 0.15, -0.1],
+                           [1.05, -0.2, -0.1, 0.12, 0.8, 0.06, -0.1, 0.2]], dtype=torch.float64)
+    t = make_transform("projective")
+    v = sample(u, t.grid(params, (h_out, w_out)))
+    # Same warp in pixel coordinates: out pixel -> in pixel = N_in^-1 H N_out; kornia's
+    # warp_perspective(M) samples src at M^-1 p with align_corners=True pixel coordinates.
+    hn = t.matrix(params)
+    pix = torch.linalg.inv(_pixel_from_norm(h_in, w_in)) @ hn @ _pixel_from_norm(h_out, w_out)
+    ref = kgt.warp_perspective(u, torch.linalg.inv(pix), (h_out, w_out), mode="bilinear",
+                               padding_mode="zeros", align_corners=True)
+    torch.testing.assert_close(v, ref, atol=1e-6, rtol=0)
+    assert v.abs().sum() > 0
+
+
+def test_affine_points_agree_with_grid():
+    torch.manual_seed(5)
+    for family in ["translation", "attention", "similarity", "affine"]:
+        t = make_transform(family)
+        p = _ident(t, 3) + 0.2 * torch.randn(3, t.num_params)
+        g = t.grid(p, (5, 7))
+        from stnlab.spatial import base_grid
+
+        pts = t.points(p, base_grid((5, 7)).reshape(-1, 2))
+        torch.testing.assert_close(g.reshape(3, -1, 2), pts, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_tps_maps_control_points_exactly(k):
+    torch.manual_seed(6)
+    t = make_transform("tps", grid_size=k)
+    c = t.control_points  # (K*K, 2) float64
+    targets = (c.reshape(1, -1) + 0.3 * torch.randn(2, 2 * k * k, dtype=torch.float64))
+    mapped = t.points(targets, c)
+    torch.testing.assert_close(mapped, targets.view(2, -1, 2), atol=1e-10, rtol=0)
+    # and the grid of a K x K output whose pixel centres are not the control points still
+    # reproduces an affine target exactly (TPS contains the affine maps)
+    a = torch.tensor([[1.1, 0.2, 0.1], [-0.1, 0.9, -0.05]], dtype=torch.float64)
+    aff_targets = (c @ a[:, :2].T + a[:, 2]).reshape(1, -1)
+    g = t.grid(aff_targets, (6, 5))
+    ref = make_transform("affine").grid(a.reshape(1, 6), (6, 5))
+    torch.testing.assert_close(g, ref, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradcheck_grid(family):
+    torch.manual_seed(7)
+    t = make_transform(family, grid_size=3) if family == "tps" else make_transform(family)
+    p = (_ident(t, 2, torch.float64) + 0.1 * torch.randn(2, t.num_params, dtype=torch.float64))
+    p.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: t.grid(q, (3, 4)), (p,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["affine", "tps"])
+def test_gradcheck_grid_bounded(family):
+    torch.manual_seed(8)
+    kw = {"grid_size": 3} if family == "tps" else {}
+    t = make_transform(family, bound=True, **kw)
+    p = (_ident(t, 2, torch.float64) + 0.5 * torch.randn(2, t.num_params, dtype=torch.float64))
+    p.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: t.grid(q, (3, 4)), (p,), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_bilinear_sampler_image_and_grid():
+    torch.manual_seed(9)
+    u = torch.rand(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    grid = (2.4 * torch.rand(2, 4, 3, 2, dtype=torch.float64) - 1.2).requires_grad_(True)
+    for padding in ["zeros", "border"]:
+        assert torch.autograd.gradcheck(
+            lambda a, g, pad=padding: sample(a, g, "bilinear", pad), (u, grid), eps=1e-6,
+            atol=1e-5,
+        )
+
+
+def test_bounding_keeps_identity_and_limits():
+    for family in FAMILIES:
+        t = make_transform(family, bound=True, bound_scale=0.5)
+        ident = _ident(t, 1)
+        torch.testing.assert_close(t.constrain(ident), ident)
+        huge = ident + 100.0 * torch.randn(1, t.num_params)
+        assert ((t.constrain(huge) - ident).abs() <= 0.5 + 1e-6).all()
+        # unbounded is the default and leaves the parameters alone
+        assert torch.equal(make_transform(family).constrain(huge), huge)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("loc", ["conv", "fc"])
+def test_fresh_transformer_returns_input(family, loc):
+    torch.manual_seed(10)
+    st = SpatialTransformer(in_channels=2, in_size=(42, 42), transform=family, loc=loc)
+    u = torch.rand(3, 2, 42, 42)
+    torch.testing.assert_close(st(u), u, atol=1e-5, rtol=0)
+    assert st.last_params.shape == (3, st.transform.num_params)
+    assert not st.last_params.requires_grad
+    torch.testing.assert_close(st.last_params, _ident(st.transform, 3))
+    # 42 -> 14 is exact too
+    st14 = SpatialTransformer(2, (42, 42), transform=family, out_size=[14, 14], loc=loc)
+    torch.testing.assert_close(st14(u), u[..., 1::3, 1::3], atol=1e-5, rtol=0)
+
+
+def test_identity_init_of_localisation_heads():
+    for loc_cls in (ConvLocalisation, FCLocalisation):
+        t = make_transform("affine")
+        net = loc_cls(1, (28, 28), t.num_params, t.identity())
+        assert torch.count_nonzero(net.head.weight) == 0
+        assert torch.equal(net.head.bias.detach(), t.identity())
+
+
+def test_conv_localisation_is_the_papers():
+    net = ConvLocalisation(1, (42, 42), 6, downsample=2)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(c.out_channels, c.kernel_size) for c in convs] == [(20, (5, 5)), (20, (5, 5))]
+    assert [lin.out_features for lin in linears] == [20, 6]
+    assert any(isinstance(m, torch.nn.AvgPool2d) for m in net.modules())
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in net.modules())
+    assert net(torch.rand(2, 1, 42, 42)).shape == (2, 6)
+    # configurable, and small maps still work ('same' padding fallback)
+    net = ConvLocalisation(8, (6, 6), 8, channels=[10, 12, 14], kernel_size=3, hidden=16)
+    assert net(torch.rand(2, 8, 6, 6)).shape == (2, 8)
+    fc = FCLocalisation(1, (42, 42), 6)
+    assert [m.out_features for m in fc.modules() if isinstance(m, torch.nn.Linear)] == [32, 32, 6]
+
+
+def test_gradients_reach_localisation_head():
+    torch.manual_seed(11)
+    st = SpatialTransformer(1, (28, 28), "affine")
+    u = torch.rand(4, 1, 28, 28)
+    (st(u) * torch.randn(4, 1, 28, 28)).sum().backward()
+    assert st.loc.head.weight.grad is not None
+    assert st.loc.head.weight.grad.abs().sum() > 0
+
+
+def test_diagnostics():
+    st = SpatialTransformer(1, (20, 20), "attention", loc="fc")
+    assert st.diagnostics() == {}
+    st(torch.rand(2, 1, 20, 20))
+    d = st.diagnostics()
+    assert d["out_of_bounds"] == 0.0 and d["det_mean"] == pytest.approx(1.0)
+    assert all(isinstance(v, float) for v in d.values())
+    with torch.no_grad():
+        st.loc.head.bias.copy_(torch.tensor([2.0, 0.0, 0.0]))  # zoom out 2x
+    st(torch.rand(2, 1, 20, 20))
+    d = st.diagnostics()
+    assert d["det_mean"] == pytest.approx(4.0)
+    assert d["out_of_bounds"] == pytest.approx(0.75)  # the outer ring of a 2x zoom-out
+    tps = SpatialTransformer(1, (20, 20), "tps", loc="fc")
+    tps(torch.rand(2, 1, 20, 20))
+    assert set(tps.diagnostics()) >= {"out_of_bounds"}
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="affine.*projective.*tps"):
+        make_transform("rigid")
+    with pytest.raises(ValueError, match="bilinear.*nearest.*bicubic"):
+        sample(torch.rand(1, 1, 4, 4), torch.zeros(1, 4, 4, 2), mode="lanczos")
+    with pytest.raises(ValueError, match="zeros.*border"):
+        sample(torch.rand(1, 1, 4, 4), torch.zeros(1, 4, 4, 2), padding="reflect")
+    with pytest.raises(ValueError, match=r"\(B, 6\)"):
+        make_transform("affine").grid(torch.zeros(2, 5), (4, 4))
+    with pytest.raises(ValueError, match=r"\(B, 32\)"):
+        make_transform("tps").grid(torch.zeros(2, 18), (4, 4))
+    with pytest.raises(ValueError, match="bilinear"):
+        SpatialTransformer(1, (28, 28), sampling="cubic")
+    with pytest.raises(ValueError, match="conv.*fc"):
+        SpatialTransformer(1, (28, 28), loc="rnn")
+    with pytest.raises(ValueError, match="28, 28"):
+        SpatialTransformer(1, (28, 28))(torch.rand(1, 1, 42, 42))
+
+
+def test_localisation_parameters_finds_exactly_loc_params():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.st1 = SpatialTransformer(1, (28, 28), "affine")
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.st2 = SpatialTransformer(4, (26, 26), "tps", loc="fc")
+
+    net = Net()
+    loc = list(localisation_parameters(net))
+    expected = list(net.st1.loc.parameters()) + list(net.st2.loc.parameters())
+    assert len(loc) == len(expected) and {id(p) for p in loc} == {id(p) for p in expected}
+    assert {id(p) for p in net.conv.parameters()}.isdisjoint(id(p) for p in loc)
+    assert list(localisation_parameters(torch.nn.Linear(2, 2))) == []
