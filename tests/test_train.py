@@ -34,21 +34,22 @@ def test_train_then_eval_reproduces_test_metrics(make_cfg):
 
 
 def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    """Run an entry point; ``.stdout`` holds stdout and stderr (Hydra logs to stdout)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
 
 
 def test_cli_from_any_directory_then_missing_checkpoint(tmp_path, data_dir):
     proc = run_cli("stnlab.train", "debug=fast", "model=cnn", f"paths.data_dir={data_dir}",
                    cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-2000:]
     (results,) = tmp_path.glob("outputs/train/runs/*/results.json")
     assert "test/acc" in json.loads(results.read_text())
 
     proc = run_cli("stnlab.evaluate", "ckpt_path=nowhere/best.ckpt", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "checkpoint not found: nowhere/best.ckpt" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "checkpoint not found: nowhere/best.ckpt" in proc.stdout
+    assert "Traceback" not in proc.stdout
 
 
 def test_corrupt_data_file_is_one_clear_message(tmp_path):
@@ -58,5 +59,5 @@ def test_corrupt_data_file_is_one_clear_message(tmp_path):
         (tmp_path / name).write_bytes(b"garbage")
     proc = run_cli("stnlab.train", "data.source=idx", f"paths.data_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "train-images-idx3-ubyte.gz is corrupt or truncated" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "train-images-idx3-ubyte.gz is corrupt or truncated" in proc.stdout
+    assert "Traceback" not in proc.stdout

@@ -46,3 +46,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def _register() -> None:
+    from stnlab.schema import register_schemas
+
+    register_schemas(CONFIG_DIR)
+
+
+_register()

@@ -1,0 +1,93 @@
+"""Typed config schemas generated from the constructors that the configs instantiate.
+
+Every option of the schema groups starts with ``defaults: [/schema/<group>/<option>@_here_,
+_self_]``. Its schema is a dataclass built from the signature of the option's ``_target_``, so:
+
+- every constructor argument can be overridden without ``+`` (``trainer.max_epochs=5``),
+  with the default taken from the code, never copied into YAML;
+- a wrong type or an unknown key fails when the config is composed, naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+SCHEMA_GROUPS = ("data", "model", "optimizer", "scheduler", "module", "trainer")
+_PRIMITIVES = (int, float, str, bool)
+
+
+def _config_type(annotation: Any) -> Any:
+    """The closest type OmegaConf can check: a primitive, Optional primitive, dict, list or Any."""
+    if annotation in _PRIMITIVES:
+        return annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _config_type(rest[0]) if len(rest) == 1 else Any
+        return Optional[inner] if inner is not Any and len(rest) < len(args) else inner  # noqa: UP007
+    if annotation is dict or origin is dict:
+        return dict[str, Any]
+    return Any
+
+
+def _hints(target: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(target.__init__)
+    except Exception:  # unresolvable forward references: check those fields loosely
+        return {}
+
+
+def _field_default(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        copy = list(value) if not isinstance(value, dict) else dict(value)
+        return dataclasses.field(default_factory=lambda: copy)
+    return value
+
+
+@lru_cache(maxsize=None)
+def schema_for(target: str, extra_keys: tuple[str, ...] = ()) -> type:
+    """A dataclass with ``_target_`` and every constructor argument that has a plain default.
+
+    Arguments without a default (the network, the data's shape) are filled in by the code at
+    instantiation; arguments whose default is an object cannot be set from a config.
+    """
+    cls = get_class(target)
+    hints = _hints(cls)
+    fields: list[tuple] = [("_target_", str, target)]
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is param.empty:
+            continue
+        default = param.default
+        if default is not None and not isinstance(default, (*_PRIMITIVES, list, tuple, dict)):
+            continue
+        kind = _config_type(hints.get(name, Any))
+        if default is None and kind is not Any and typing.get_origin(kind) is not Union:
+            kind = Optional[kind]  # noqa: UP007
+        if isinstance(default, (list, tuple)) and kind is not Any:
+            kind = Any
+        fields.append((name, kind, _field_default(default)))
+    known = {f[0] for f in fields}
+    fields += [(key, Any, None) for key in extra_keys if key not in known and key != "defaults"]
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
+
+
+def register_schemas(conf_dir: str | Path) -> None:
+    """Register ``schema/<group>/<option>`` for every option with a ``_target_``."""
+    store = ConfigStore.instance()
+    for group in SCHEMA_GROUPS:
+        for path in sorted((Path(conf_dir) / group).glob("*.yaml")):
+            node = OmegaConf.load(path)
+            target = node.get("_target_") if isinstance(node, dict) or hasattr(node, "get") else None
+            if target:
+                keys = tuple(str(k) for k in node.keys())
+                store.store(group=f"schema/{group}", name=path.stem, node=schema_for(target, keys))
