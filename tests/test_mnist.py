@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from stnlab.data.mnist import (DataSourceError, download, load_idx, load_sample, read_idx,
-                               resolve_source)
+from stnlab.data.mnist import (
+    DataSourceError,
+    download,
+    load_idx,
+    load_sample,
+    read_idx,
+    resolve_source,
+)
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
     codes = {np.dtype(np.uint8): 0x08, np.dtype(">i4"): 0x0C}
-    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = bytes([0, 0, codes[array.dtype], array.ndim])
+    header += struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.tobytes()
     (gzip.open if gz else open)(path, "wb").write(payload)
 

@@ -27,7 +27,7 @@ def find_checkpoint(path: str | Path) -> Path:
     """A .ckpt file, or a run directory whose best checkpoint is taken."""
     path = Path(path)
     if path.is_dir():
-        best = sorted((path / "checkpoints").glob("best*.ckpt")) if (path / "checkpoints").is_dir() else []
+        best = sorted((path / "checkpoints").glob("best*.ckpt"))
         if best:
             return best[-1]
     elif path.is_file():

@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -34,7 +34,7 @@ def _config_type(annotation: Any) -> Any:
     if origin in (Union, types.UnionType):
         rest = [a for a in args if a is not type(None)]
         inner = _config_type(rest[0]) if len(rest) == 1 else Any
-        return Optional[inner] if inner is not Any and len(rest) < len(args) else inner  # noqa: UP007
+        return Optional[inner] if inner is not Any and len(rest) < len(args) else inner  # noqa: UP045
     if annotation is dict or origin is dict:
         return dict[str, Any]
     return Any
@@ -54,7 +54,7 @@ def _field_default(value: Any) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_for(target: str, extra_keys: tuple[str, ...] = ()) -> type:
     """A dataclass with ``_target_`` and every constructor argument that has a plain default.
 
@@ -72,7 +72,7 @@ def schema_for(target: str, extra_keys: tuple[str, ...] = ()) -> type:
             continue
         kind = _config_type(hints.get(name, Any))
         if default is None and kind is not Any and typing.get_origin(kind) is not Union:
-            kind = Optional[kind]  # noqa: UP007
+            kind = Optional[kind]  # noqa: UP045
         if isinstance(default, (list, tuple)) and kind is not Any:
             kind = Any
         fields.append((name, kind, _field_default(default)))
@@ -87,7 +87,7 @@ def register_schemas(conf_dir: str | Path) -> None:
     for group in SCHEMA_GROUPS:
         for path in sorted((Path(conf_dir) / group).glob("*.yaml")):
             node = OmegaConf.load(path)
-            target = node.get("_target_") if isinstance(node, dict) or hasattr(node, "get") else None
+            target = node.get("_target_") if hasattr(node, "get") else None
             if target:
                 keys = tuple(str(k) for k in node.keys())
                 store.store(group=f"schema/{group}", name=path.stem, node=schema_for(target, keys))

@@ -111,7 +111,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "output_dir": str(output_dir),
         }
         if cfg.get("test"):
-            ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = trainer.checkpoint_callback
+            ckpt = best.best_model_path if best else ""
             if not ckpt or trainer.fast_dev_run:
                 log.warning("no best checkpoint: testing the final weights")
                 ckpt = None

@@ -29,7 +29,7 @@ CACHE_VERSION = 1
 
 
 class TensorBatches(Dataset):
-    """In-memory tensors fetched a whole batch at a time (``__getitems__``): no per-sample Python."""
+    """In-memory tensors fetched a batch at a time (``__getitems__``): no per-sample Python."""
 
     def __init__(self, *tensors: torch.Tensor):
         self.tensors = tensors
@@ -143,12 +143,15 @@ class DistortedMNIST(pl.LightningDataModule):
         n_test = 0 if official_test is not None else int(self.test_size or 0)
         n_val = int(self.val_size)
         if n_val + n_test >= len(pool):
-            raise ValueError(f"data.val_size + data.test_size = {n_val + n_test} leaves no training "
-                             f"digits out of {len(pool)} ({pool.source}); make them smaller.")
+            raise ValueError(f"data.val_size + data.test_size = {n_val + n_test} leaves no "
+                             f"training digits out of {len(pool)} ({pool.source}); make them "
+                             "smaller.")
         perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.split_seed))
-        test_idx, val_idx, train_idx = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+        test_idx, val_idx = perm[:n_test], perm[n_test:n_test + n_val]
+        train_idx = perm[n_test + n_val:]
         if official_test is not None:
-            k = len(official_test) if self.test_size is None else min(self.test_size, len(official_test))
+            k = len(official_test)
+            k = k if self.test_size is None else min(self.test_size, k)
             test = (official_test.images[:k], official_test.labels[:k])
         else:
             test = (pool.images[test_idx], pool.labels[test_idx])
@@ -163,7 +166,8 @@ class DistortedMNIST(pl.LightningDataModule):
             "distortion": self.distortion_name, "params": self.distortion.params(),
             "seed": self.eval_seed + offset,
         }, sort_keys=True, default=str)
-        path = self.data_dir / "cache" / f"{self.distortion_name}-{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        path = self.data_dir / "cache" / f"{self.distortion_name}-{name}-{digest}.pt"
         if self.cache and path.exists():
             try:
                 cached = torch.load(path, weights_only=True)

@@ -82,7 +82,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             f"{path} has {len(raw)} bytes but its header {tuple(shape)} needs {expected}: the file "
             "is truncated or corrupt. Delete it and download it again, or use data.source=sample."
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
 
 
 def _find(root: Path, name: str) -> Path | None:
