@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ def _register() -> None:
     from stnlab.schema import register_schemas
 
     register_schemas(CONFIG_DIR)
+    # The launch directory; unlike ${hydra:runtime.cwd} it also resolves before a multirun's
+    # jobs start (the sweep directory is built from it).
+    OmegaConf.register_new_resolver("stnlab_cwd", os.getcwd, replace=True)
 
 
 _register()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
+from pytorch_lightning.utilities import rank_zero_only
 
 from stnlab.config import instantiate_dict
 
@@ -39,6 +40,8 @@ def build_loggers(node: DictConfig | None) -> list:
 
 def finish_loggers(loggers: list) -> None:
     """Close W&B runs (one run per job, also inside a multirun) and say how to sync offline ones."""
+    if rank_zero_only.rank != 0:  # other DDP ranks hold no W&B run
+        return
     for lg in loggers:
         if type(lg).__name__ != "WandbLogger":
             continue

@@ -2,10 +2,16 @@
 
 Every run's output directory holds ``config.yaml`` (resolved), ``checkpoints/``, the loggers'
 metrics and ``results.json`` (final test metrics, data source, parameter count, wall time).
+
+DDP: Lightning's ``ddp`` launcher starts ranks > 0 by re-running the command line, which under a
+Hydra multirun would re-run the whole sweep. Instead, rank 0 of each job publishes its resolved
+config file in ``STNLAB_JOB_CONFIG`` (children inherit the environment), and a child process
+trains exactly that job, skipping Hydra. All ranks then check that they share one config.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,6 +22,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -77,7 +84,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if not is_ddp_child():
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+        os.environ[JOB_CONFIG_ENV] = str(output_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True)
 
     data, module = build_data_and_module(cfg)
@@ -98,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+        check_ranks_agree(trainer, resolved)
         results: dict[str, Any] = {
             "val/acc_best": float(module.val_acc_best.compute()),
             "data": data.describe(),
@@ -120,7 +130,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             results.update({k: float(v) for k, v in metrics.items()})
             results["ckpt_path"] = ckpt
         results["fit_time_s"] = round(time.time() - started, 1)
-        write_json(results, output_dir / "results.json")
+        results["world_size"] = trainer.world_size
+        if trainer.is_global_zero:
+            write_json(results, output_dir / "results.json")
     finally:
         finish_loggers(loggers)
     if "test/acc" in results:
@@ -128,6 +140,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                  100 * results["test/error"], results["model"], results["distortion"],
                  output_dir / "results.json")
     return results
+
+
+JOB_CONFIG_ENV = "STNLAB_JOB_CONFIG"
+
+
+def is_ddp_child() -> bool:
+    """A rank > 0 process started by Lightning's launcher for the job that rank 0 published."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" and JOB_CONFIG_ENV in os.environ
+
+
+def check_ranks_agree(trainer: pl.Trainer, resolved: dict[str, Any]) -> None:
+    """All DDP ranks must train the same job: compare a hash of the resolved config."""
+    if trainer.world_size == 1:
+        return
+    digest = int(hashlib.sha1(json.dumps(resolved, sort_keys=True, default=str).encode())
+                 .hexdigest()[:12], 16)
+    gathered = trainer.strategy.all_gather(torch.tensor(digest, dtype=torch.int64))
+    if len(set(gathered.flatten().tolist())) != 1:
+        raise StnlabError(f"DDP ranks run different configs (hashes {gathered.tolist()})")
+    if trainer.is_global_zero:
+        log.info("DDP: %d ranks agree on the job config (%x)", trainer.world_size, digest)
 
 
 def run_reporting_errors(task, cfg: DictConfig):
@@ -140,9 +173,18 @@ def run_reporting_errors(task, cfg: DictConfig):
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     results = run_reporting_errors(train, cfg)
     return results.get("val/acc_best")  # the value an Optuna sweep maximises
+
+
+def main() -> None:
+    """Console entry point: a DDP child trains its parent's job; anything else goes to Hydra."""
+    if is_ddp_child():
+        logging.basicConfig(level=logging.INFO)
+        run_reporting_errors(train, OmegaConf.load(os.environ[JOB_CONFIG_ENV]))
+        return
+    hydra_main()
 
 
 if __name__ == "__main__":

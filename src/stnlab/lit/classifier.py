@@ -134,7 +134,8 @@ class LitClassifier(pl.LightningModule):
         keywords = getattr(self.scheduler_factory, "keywords", {})
         if "total_steps" in sig.parameters and keywords.get("total_steps") is None:
             total = self.trainer.estimated_stepping_batches
-            kwargs["total_steps"] = int(total) if math.isfinite(total) else None
+            # one-cycle divides by its phase lengths: very short (debug) runs get at least 10 steps
+            kwargs["total_steps"] = max(10, int(total)) if math.isfinite(total) else None
         if "max_lr" in sig.parameters and "max_lr" not in keywords:
             kwargs["max_lr"] = [g["lr"] for g in optimizer.param_groups]  # keeps loc_lr_mult
         scheduler = self.scheduler_factory(optimizer, **kwargs)
