@@ -199,23 +199,35 @@ def _sample(x: Tensor, grid: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _grid(
+    full: Tensor, out_size: tuple[int, int], device: torch.device, projective: bool
+) -> Tensor:
+    """Sampling grid ``(B, H, W, 2)`` of per-sample 3x3 maps ``full`` (float64, CPU) from
+    output pixel indices ``(j, i, 1)`` to grid_sample units of the source. Element-wise, so
+    each point's value does not depend on the batch size (chunking independence)."""
+    h, w = out_size
+    g = (full if projective else full[:, :2]).to(device=device, dtype=torch.float32)
+    jj = torch.arange(w, dtype=torch.float32, device=device)
+    ii = torch.arange(h, dtype=torch.float32, device=device)
+    pts = g[:, :, 0, None, None] * jj + (
+        g[:, :, 1, None, None] * ii[:, None] + g[:, :, 2, None, None]
+    )
+    if projective:  # (B, 3, H, W)
+        z = pts[:, 2:]
+        # A point with z <= 0 lies beyond the horizon: send it outside the source (black).
+        ok = z > 1e-6
+        pts = torch.where(ok, pts[:, :2] / torch.where(ok, z, torch.ones_like(z)), 4.0)
+    return pts.permute(0, 2, 3, 1).contiguous()
+
+
 def _warp_matrix(
     x: Tensor, matrix: Tensor, out_size: tuple[int, int], *, projective: bool = False
 ) -> Tensor:
     """Warp ``x`` with per-sample 3x3 maps ``matrix`` (float64, CPU) that take centred
     *output* coordinates to centred *source* coordinates."""
-    b = x.shape[0]
     in_size = (x.shape[-2], x.shape[-1])
     full = _centred_to_normalised(in_size) @ matrix @ _pixels_to_centred(out_size)
-    rows = full if projective else full[:, :2]
-    g = rows.to(device=x.device, dtype=torch.float32)
-    pts = _pixel_grid(*out_size, x.device) @ g.transpose(1, 2)  # (B, H*W, 2 or 3)
-    if projective:
-        w = pts[..., 2:]
-        # A point with w <= 0 lies beyond the horizon: send it outside the source (black).
-        ok = w > 1e-6
-        pts = torch.where(ok, pts[..., :2] / torch.where(ok, w, torch.ones_like(w)), 4.0)
-    return _sample(x, pts.reshape(b, out_size[0], out_size[1], 2))
+    return _sample(x, _grid(full, out_size, x.device, projective))
 
 
 def _similarity(angle_deg: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
@@ -886,11 +898,36 @@ class SequenceBuilder:
 
     def apply(self, digits: Tensor, lengths: Tensor, params: dict[str, Tensor]) -> Tensor:
         b, max_len = digits.shape[:2]
-        m = self.matrices(digits, lengths, params).view(b * max_len, 3, 3)
-        y = _warp_matrix(digits.reshape(b * max_len, 1, 28, 28), m, self.out_size)
-        used = (torch.arange(max_len)[None] < lengths[:, None]).to(y.device)
-        y = y.view(b, max_len, *self.out_size) * used[..., None, None]
-        return y.amax(dim=1, keepdim=True) if max_len else y.new_zeros(b, 1, *self.out_size)
+        h, w = self.out_size
+        m = self.matrices(digits, lengths, params)
+        used = torch.arange(max_len)[None] < lengths[:, None]
+        slot_b, slot_k = used.nonzero(as_tuple=True)  # only the digits in use
+        m = m[slot_b, slot_k]  # (N, 3, 3)
+        # Only canvas pixels within the digit's mapped 28x28 frame (plus the one pixel that
+        # bilinear sampling reaches beyond it) can be non-zero: sample a window around it.
+        scale = 1.0 / m[:, 0, 0]
+        centre = torch.stack([-m[:, 0, 2], -m[:, 1, 2]], dim=1) * scale[:, None]
+        reach = (DIGIT_SIZE / 2.0 + 0.5) * scale[:, None]
+        offset = torch.tensor([(w - 1) / 2.0, (h - 1) / 2.0], dtype=torch.float64)
+        first = torch.floor(centre - reach + offset).long()  # (N, 2): window's (j0, i0)
+        size = int((torch.ceil(centre + reach + offset).long() - first).max()) + 1 if len(m) else 1
+        shift = torch.eye(3, dtype=torch.float64).repeat(len(m), 1, 1)
+        shift[:, :2, 2] = first.double()
+        full = _centred_to_normalised((28, 28)) @ m @ _pixels_to_centred(self.out_size) @ shift
+        src = digits[slot_b.to(digits.device), slot_k.to(digits.device)].unsqueeze(1)
+        vals = _sample(src, _grid(full, (size, size), digits.device, projective=False))
+        # paste the windows on the canvases, overlapping digits by maximum
+        dev = digits.device
+        ar = torch.arange(size, device=dev)
+        first = first.to(dev)
+        rows = first[:, 1, None] + ar  # (N, size)
+        cols = first[:, 0, None] + ar
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        flat = slot_b.to(dev)[:, None, None] * (h * w) + rows[:, :, None] * w + cols[:, None, :]
+        flat = torch.where(inside, flat, b * h * w)  # outside the canvas: a discarded slot
+        out = torch.zeros(b * h * w + 1, device=dev, dtype=vals.dtype)
+        out.scatter_reduce_(0, flat.reshape(-1), vals.reshape(-1), reduce="amax")
+        return out[:-1].view(b, 1, h, w)
 
     def __call__(self, digits: Tensor, lengths: Tensor, generator: torch.Generator) -> Tensor:
         digits, lengths = self.check(digits, lengths)
