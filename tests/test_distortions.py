@@ -146,6 +146,22 @@ def test_chunking_independence(name, digits):
     assert torch.equal(whole, torch.cat(parts))
 
 
+@pytest.mark.parametrize("name", [*SINGLE, "addition"])
+def test_thread_count_independence(name, digits):
+    """A DataLoader worker with one thread makes the same images as a process with two."""
+    d = make_distortion(name)
+    x = _inputs(name, digits)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = d(x, gen(8))
+        torch.set_num_threads(2)
+        two = d(x, gen(8))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 def test_generator_state_advances(digits):
     d = make_distortion("RTS")
     g = gen(5)
@@ -619,3 +635,18 @@ def test_same_draws_on_cuda(name, digits):
     cuda = d(x.cuda(), gen(6))
     assert cuda.device.type == "cuda"
     assert torch.allclose(cuda.cpu(), cpu, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- preview
+
+
+def test_preview_writes_png(tmp_path):
+    pytest.importorskip("mlxtend")
+    pytest.importorskip("matplotlib")
+    from stnlab.preview import main
+
+    out = tmp_path / "rts.png"
+    assert main(["data.distortion=RTS", "--out", str(out), "--rows", "2", "--cols", "3"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--distortion", "T", "--set", "num_clutter=3", "--out", str(out)]) == 0
+    assert main(["--distortion", "nope", "--out", str(out)]) == 2  # lists the valid names
