@@ -82,6 +82,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint and write results.json; returns the results."""
     started = time.time()
+    env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if not is_ddp_child():
@@ -135,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_json(results, output_dir / "results.json")
     finally:
         finish_loggers(loggers)
+        end_distributed(env_before)
     if "test/acc" in results:
         log.info("TEST  acc %.4f  error %.2f%%  (%s, %s)  -> %s", results["test/acc"],
                  100 * results["test/error"], results["model"], results["distortion"],
@@ -148,6 +150,15 @@ JOB_CONFIG_ENV = "STNLAB_JOB_CONFIG"
 def is_ddp_child() -> bool:
     """A rank > 0 process started by Lightning's launcher for the job that rank 0 published."""
     return os.environ.get("LOCAL_RANK", "0") != "0" and JOB_CONFIG_ENV in os.environ
+
+
+def end_distributed(env_before: dict[str, str]) -> None:
+    """Tear down this job's process group and port so the next job of a multirun starts anew."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK"):
+        if key not in env_before:
+            os.environ.pop(key, None)
 
 
 def check_ranks_agree(trainer: pl.Trainer, resolved: dict[str, Any]) -> None:
