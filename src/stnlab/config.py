@@ -56,6 +56,9 @@ def _register() -> None:
     # The launch directory; unlike ${hydra:runtime.cwd} it also resolves before a multirun's
     # jobs start (the sweep directory is built from it).
     OmegaConf.register_new_resolver("stnlab_cwd", os.getcwd, replace=True)
+    # ${stnlab_scale:150000,${budget}} -> an int number of steps: one knob scales a schedule.
+    OmegaConf.register_new_resolver("stnlab_scale", lambda n, f: max(1, round(float(n) * float(f))),
+                                    replace=True)
 
 
 _register()

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from stnlab.config import instantiate_dict
+from stnlab.config import flatten, instantiate_dict
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,20 @@ def wandb_key_available() -> bool:
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def build_loggers(node: DictConfig | None) -> list:
-    """Instantiate the name-keyed logger configs; W&B goes offline when it has no key."""
+def build_loggers(node: DictConfig | None, group: str | None = None,
+                  tags: list[str] | None = None) -> list:
+    """Instantiate the name-keyed logger configs.
+
+    W&B goes offline when it has no key, and gets the sweep's ``group`` and the run's ``tags``
+    unless the config sets them.
+    """
     if not node:
         return []
     for sub in node.values():
         if sub and str(sub.get("_target_", "")).endswith("WandbLogger"):
+            with open_dict(sub):
+                sub.group = sub.get("group") or group
+                sub.tags = list(sub.get("tags") or []) + list(tags or [])
             offline = (sub.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
                        or not wandb_key_available())
             with open_dict(sub):
@@ -36,6 +44,15 @@ def build_loggers(node: DictConfig | None) -> list:
                 log.warning("W&B: no API key found, logging OFFLINE under %s", sub.save_dir)
             Path(sub.save_dir).mkdir(parents=True, exist_ok=True)
     return instantiate_dict(node)
+
+
+def log_run_config(loggers: list, config: dict, extra: dict) -> None:
+    """W&B gets the nested resolved config; CSV and TensorBoard flat ``a/b`` hyperparameters."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            lg.experiment.config.update({**config, **extra}, allow_val_change=True)
+        else:
+            lg.log_hyperparams({**flatten(config), **extra})
 
 
 def finish_loggers(loggers: list) -> None:

@@ -23,13 +23,16 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
-from stnlab.config import CONFIG_DIR, flatten, instantiate_dict, to_plain
+from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
 from stnlab.errors import CheckpointNotFoundError, StnlabError
-from stnlab.loggers import build_loggers, finish_loggers
+from stnlab.loggers import build_loggers, finish_loggers, log_run_config
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,25 @@ def build_data_and_module(cfg: DictConfig):
     return data, module
 
 
+def sweep_name(cfg: DictConfig) -> str:
+    """The multirun's directory name (one W&B group per sweep), else the task name."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return cfg.task_name
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return f"{cfg.task_name}-{Path(hydra_cfg.sweep.dir).name}"
+    return cfg.task_name
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """W&B tags that make the ablation axes filterable in the dashboard."""
+    data = cfg.get("data") or {}
+    return [f"model={cfg.model._target_.rsplit('.', 1)[-1]}",
+            f"transform={cfg.model.get('transform', 'none')}",
+            f"distortion={data.get('distortion', 'none')}", f"seed={cfg.seed}"]
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if ckpt_path in (None, ""):
         return None
@@ -85,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not is_ddp_child():
+    if not is_ddp_child() and rank_zero_only.rank == 0:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
         os.environ[JOB_CONFIG_ENV] = str(output_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True)
@@ -97,13 +119,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolved = to_plain(cfg)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     callbacks.append(RunConfigInCheckpoint(resolved, data))
-    loggers = build_loggers(cfg.get("logger"))
+    loggers = build_loggers(cfg.get("logger"), group=sweep_name(cfg), tags=run_tags(cfg))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    hparams = {**flatten(resolved), "data/source_used": data.describe()["source"],
-               "model/num_params": num_params}
-    for lg in loggers:
-        lg.log_hyperparams(hparams)
+    log_run_config(loggers, resolved, {"data/source_used": data.describe()["source"],
+                                       "model/num_params": num_params})
     log.info("model %s: %d parameters; data: %s", cfg.model._target_, num_params, data.describe())
 
     try:
@@ -175,11 +194,17 @@ def check_ranks_agree(trainer: pl.Trainer, resolved: dict[str, Any]) -> None:
 
 
 def run_reporting_errors(task, cfg: DictConfig):
-    """Run ``task(cfg)``; a user-fixable error ends with its message alone, exit status 2."""
+    """Run ``task(cfg)``; a user-fixable error ends with its message alone, exit status 2.
+
+    Inside a multirun the error is re-raised instead: Hydra records the job as failed and the
+    sweep goes on with its other jobs.
+    """
     try:
         return task(cfg)
     except (StnlabError, InstantiationException, FloatingPointError) as e:
         log.error("%s", e if isinstance(e, InstantiationException) else f"{type(e).__name__}: {e}")
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
         raise SystemExit(2) from None
 
 
