@@ -1,4 +1,4 @@
-"""DDP on 2 CPU processes (gloo): each job trains exactly once, with its own config, on all ranks."""
+"""DDP on 2 CPU processes (gloo): each job trains once, with its own config, on all ranks."""
 
 import json
 import subprocess
