@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from stnlab.models import CNN, STCNN
+from stnlab.models.backbones import SmallInputConv2d
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -52,13 +53,15 @@ def _step(model, opt, x, y):
 
 
 def bench_size(size: int, batch: int, steps: int, min_clean: int, max_rounds: int,
-               max_foreign: float, warmup: int, **st_kwargs) -> dict:
+               max_foreign: float, warmup: int, st_out: int | None = None,
+               channels_last: bool = True, **st_kwargs) -> dict:
     torch.manual_seed(0)
     x = torch.rand(batch, 1, size, size)
     y = torch.randint(0, 10, (batch,))
     models = {
-        "cnn": CNN(1, (size, size), 10),
-        "st_cnn": STCNN(1, (size, size), 10, st_out_size=(size, size), **st_kwargs),
+        "cnn": CNN(1, (size, size), 10, channels_last=channels_last),
+        "st_cnn": STCNN(1, (size, size), 10, st_out_size=(st_out or size, st_out or size),
+                        channels_last=channels_last, **st_kwargs),
     }
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
     for k, m in models.items():
@@ -116,20 +119,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--transform", default="affine")
     ap.add_argument("--loc-downsample", type=int, default=None)
+    ap.add_argument("--st-out", type=int, default=None,
+                    help="ST output size (default: the input size, so the CNNs do equal work)")
+    ap.add_argument("--no-channels-last", action="store_true",
+                    help="ablation: keep the CNNs in NCHW layout")
+    ap.add_argument("--native-input-grad", action="store_true",
+                    help="ablation: PyTorch's own input gradient for the first conv layer")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.native_input_grad:
+        SmallInputConv2d.MAX_CHANNELS = 0
     st_kwargs = {"transform": args.transform}
     if args.loc_downsample is not None:
         st_kwargs["loc_downsample"] = args.loc_downsample
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"transform {args.transform}, rounds of {args.steps} steps")
+          f"transform {args.transform}, ST output {args.st_out or 'same as input'}, "
+          f"loc_downsample {args.loc_downsample or 'default'}, "
+          f"channels_last {not args.no_channels_last}, "
+          f"native input grad {args.native_input_grad}, rounds of {args.steps} steps")
     print(f"{'size':>5} {'CNN img/s':>10} {'ST-CNN img/s':>13} {'CNN ms':>8} {'ST ms':>8} "
           f"{'ratio':>6} {'(median)':>8} {'clean/rounds':>13}")
     results = []
     for size in args.sizes:
         r = bench_size(size, args.batch, args.steps, args.min_clean, args.max_rounds,
-                       args.max_foreign, args.warmup, **st_kwargs)
+                       args.max_foreign, args.warmup, st_out=args.st_out,
+                       channels_last=not args.no_channels_last, **st_kwargs)
         results.append(r)
         print(f"{size:>5} {r['cnn_img_s']:>10.0f} {r['st_cnn_img_s']:>13.0f} "
               f"{r['cnn_step_ms']:>8.1f} {r['st_cnn_step_ms']:>8.1f} {r['ratio']:>6.3f} "

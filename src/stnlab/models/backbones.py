@@ -61,10 +61,8 @@ def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding)
     for i in range(ic):
         y = F.conv2d(g, wf[:, i : i + 1].contiguous(), padding=(kh - 1 - ph, kw - 1 - pw),
                      groups=oc)
-        b, _, h, w = y.shape
-        # channels-last: the output channels are the innermost axis, a matmul sums them
-        outs.append((y.permute(0, 2, 3, 1).reshape(-1, oc) @ y.new_ones(oc, 1)).view(b, h, w))
-    return torch.stack(outs, 1)
+        outs.append(y.sum(1, keepdim=True))  # channels-last: a sum over the innermost axis
+    return outs[0] if ic == 1 else torch.cat(outs, 1)
 
 
 class _SmallInputConvFn(torch.autograd.Function):
