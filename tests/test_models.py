@@ -136,3 +136,31 @@ def test_small_input_conv_gradient(in_channels):
     torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=4).backward(g)
     for mine, ref in zip(grads, [x.grad, conv.weight.grad, conv.bias.grad], strict=True):
         torch.testing.assert_close(mine, ref, atol=1e-3, rtol=1e-4)
+
+
+def test_built_from_yaml_like_config():
+    hydra_utils = pytest.importorskip("hydra.utils")
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create(
+        """
+        _target_: stnlab.models.STCNN
+        in_channels: 1
+        in_size: [42, 42]
+        num_classes: 10
+        transform: tps
+        st_out_size: [28, 28]
+        st_at: [input, conv1]
+        num_parallel: 2
+        bound: true
+        grid_size: 3
+        loc_kwargs: {channels: [8, 8], hidden: 16}
+        """
+    )
+    m = hydra_utils.instantiate(cfg)
+    assert isinstance(m, STCNN)
+    sts = m.spatial_transformers()
+    assert len(sts) == 4 and sts[0].transform.num_params == 18 and sts[0].transform.bound
+    assert m(torch.rand(2, 1, 42, 42)).shape == (2, 10)
+    f = hydra_utils.instantiate({"_target_": "stnlab.models.STFCN", "in_channels": 1,
+                                 "in_size": [28, 28], "num_classes": 10, "st_out_size": None})
+    assert f(torch.rand(2, 1, 28, 28)).shape == (2, 10)
