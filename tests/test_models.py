@@ -33,8 +33,8 @@ def test_st_cnn_parameter_count_matches_cnn(transform):
 
 
 def test_defaults_and_recorded_counts():
-    assert _n(CNN(1, (42, 42), 10)) == 58442
-    assert _n(STCNN(1, (42, 42), 10)) == 59208
+    assert _n(CNN(1, (42, 42), 10)) == 167050
+    assert _n(STCNN(1, (42, 42), 10)) == 151496
     assert _n(FCN(1, (42, 42), 10)) == 117770
     assert _n(STFCN(1, (42, 42), 10)) == 112784
     fcn, stfcn = FCN(1, (42, 42), 10), STFCN(1, (42, 42), 10, transform="affine")
@@ -61,7 +61,7 @@ def test_parallel_and_series_transformers():
     ser = STCNN(1, [42, 42], 10, st_at=["input", "conv1"], transform="similarity")
     sts = ser.spatial_transformers()
     assert [s.in_size for s in sts] == [(42, 42), (14, 14)]
-    assert [s.in_channels for s in sts] == [1, 16]
+    assert [s.in_channels for s in sts] == [1, 32]
     assert ser(x).shape == (2, 10)
     deep = STCNN(3, [32, 32], 5, st_at=["conv1", "conv2"], num_parallel=2, transform="tps")
     assert len(deep.spatial_transformers()) == 4
@@ -102,3 +102,65 @@ def test_one_training_step_moves_the_localisation_net():
     torch.nn.functional.cross_entropy(m(x), y).backward()
     opt.step()
     assert not torch.equal(before, m.spatial_transformers()[0].loc.head.weight)
+
+
+def test_channels_last_gives_the_same_results():
+    torch.manual_seed(3)
+    a = STCNN(1, [42, 42], 10, st_out_size=[42, 42], channels_last=True)
+    b = STCNN(1, [42, 42], 10, st_out_size=[42, 42], channels_last=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(4, 1, 42, 42)
+    torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-4)
+    assert a.features[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("in_channels", [1, 2, 3])
+def test_small_input_conv_gradient(in_channels):
+    from stnlab.models.backbones import SmallInputConv2d, _SmallInputConvFn
+
+    torch.manual_seed(4)
+    conv = SmallInputConv2d(in_channels, 3, (5, 3), padding=(2, 1)).double()
+    x = torch.rand(2, in_channels, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: _SmallInputConvFn.apply(a, w, b, (2, 1)), (x, conv.weight, conv.bias),
+        fast_mode=True,
+    )
+    # float32, the real sizes: same gradients as the native convolution
+    conv = SmallInputConv2d(in_channels, 16, 9, padding=4)
+    x = torch.rand(3, in_channels, 42, 42, requires_grad=True)
+    g = torch.randn(3, 16, 42, 42)
+    conv(x).backward(g)
+    grads = [x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()]
+    x.grad = None
+    conv.zero_grad()
+    torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=4).backward(g)
+    for mine, ref in zip(grads, [x.grad, conv.weight.grad, conv.bias.grad], strict=True):
+        torch.testing.assert_close(mine, ref, atol=1e-3, rtol=1e-4)
+
+
+def test_built_from_yaml_like_config():
+    hydra_utils = pytest.importorskip("hydra.utils")
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create(
+        """
+        _target_: stnlab.models.STCNN
+        in_channels: 1
+        in_size: [42, 42]
+        num_classes: 10
+        transform: tps
+        st_out_size: [28, 28]
+        st_at: [input, conv1]
+        num_parallel: 2
+        bound: true
+        grid_size: 3
+        loc_kwargs: {channels: [8, 8], hidden: 16}
+        """
+    )
+    m = hydra_utils.instantiate(cfg)
+    assert isinstance(m, STCNN)
+    sts = m.spatial_transformers()
+    assert len(sts) == 4 and sts[0].transform.num_params == 18 and sts[0].transform.bound
+    assert m(torch.rand(2, 1, 42, 42)).shape == (2, 10)
+    f = hydra_utils.instantiate({"_target_": "stnlab.models.STFCN", "in_channels": 1,
+                                 "in_size": [28, 28], "num_classes": 10, "st_out_size": None})
+    assert f(torch.rand(2, 1, 28, 28)).shape == (2, 10)

@@ -129,6 +129,15 @@ def test_homography_matches_kornia():
     assert v.abs().sum() > 0
 
 
+def test_linear_grids_use_torch_convention():
+    torch.manual_seed(12)
+    t = make_transform("affine")
+    p = _ident(t, 3) + 0.3 * torch.randn(3, 6)
+    ref = torch.nn.functional.affine_grid(p.view(3, 2, 3), [3, 1, 9, 11],
+                                          align_corners=ALIGN_CORNERS)
+    torch.testing.assert_close(t.grid(p, (9, 11)), ref, atol=1e-6, rtol=0)
+
+
 def test_affine_points_agree_with_grid():
     torch.manual_seed(5)
     for family in ["translation", "attention", "similarity", "affine"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stnlab.spatial import SpatialTransformer, spatial_transformers
@@ -31,13 +32,94 @@ class _Model(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _init_memory_format(self, channels_last: bool) -> None:
+        """Channels-last conv weights (and inputs, see ``_to_memory_format``): on CPU the
+        oneDNN kernels and max-pooling are ~20% faster this way; results are identical."""
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
+    """Gradient of a stride-1 convolution wrt its input, for few input channels.
+
+    ``grad_x[:, i] = sum_o conv(grad_y[:, o], flip(w[o, i]))``: one depthwise convolution per
+    input channel in channels-last layout, then a sum over the output channels. On CPU this is
+    5-6x faster than the native backward when the input has one channel (the native kernel is
+    poorly vectorised for a single output channel).
+    """
+    oc, ic, kh, kw = weight.shape
+    ph, pw = padding
+    g = grad_out.contiguous(memory_format=torch.channels_last)
+    wf = weight.flip(2, 3)
+    outs = []
+    for i in range(ic):
+        y = F.conv2d(g, wf[:, i : i + 1].contiguous(), padding=(kh - 1 - ph, kw - 1 - pw),
+                     groups=oc)
+        outs.append(y.sum(1, keepdim=True))  # channels-last: a sum over the innermost axis
+    return outs[0] if ic == 1 else torch.cat(outs, 1)
+
+
+class _SmallInputConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _input_grad_depthwise(grad_out, weight, ctx.padding)
+        need_w = bool(ctx.needs_input_grad[1])
+        need_b = bool(ctx.has_bias and ctx.needs_input_grad[2])
+        if need_w or need_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1],
+                list(ctx.padding), [1, 1], False, [0, 0], 1, [False, need_w, need_b],
+            )
+        return grad_x, grad_w, grad_b, None
+
+
+class SmallInputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (stride 1, same parameters and state dict) whose backward computes the
+    input gradient with depthwise convolutions when the input has at most
+    ``MAX_CHANNELS`` channels and needs a gradient: the case of a CNN's first layer behind a
+    spatial transformer, which otherwise dominates the transformer's training cost on CPU."""
+
+    MAX_CHANNELS = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.requires_grad
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and self.in_channels <= self.MAX_CHANNELS
+            and self.groups == 1
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+        ):
+            return _SmallInputConvFn.apply(x, self.weight, self.bias, self.padding)
+        return super().forward(x)
+
 
 class ConvBlock(nn.Sequential):
     """``conv k x k ('same' padding) -> ReLU -> max-pool``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: int = 2):
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            SmallInputConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
             nn.ReLU(inplace=True),
         ]
         if pool > 1:
@@ -48,8 +130,9 @@ class ConvBlock(nn.Sequential):
 class CNN(_Model):
     """``conv 9x9 -> max-pool 2 -> conv 7x7 -> max-pool 2 -> linear classifier`` (ReLU).
 
-    Three weight layers as in the paper; widths default to ``(16, 32)`` (CPU friendly:
-    58,442 parameters at 42x42, 10 classes).
+    Three weight layers as in the paper, 'same' padding; widths default to ``(32, 64)``:
+    167,050 parameters at 42x42 with 10 classes. ``channels_last`` (default) runs the
+    convolutions in channels-last layout (faster on CPU, same results).
     """
 
     def __init__(
@@ -57,9 +140,10 @@ class CNN(_Model):
         in_channels: int,
         in_size: int | Sequence[int],
         num_classes: int,
-        channels: int | Sequence[int] = (16, 32),
+        channels: int | Sequence[int] = (32, 64),
         kernel_sizes: int | Sequence[int] = (9, 7),
         pool: int = 2,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         channels, kernel_sizes = ints(channels), ints(kernel_sizes)
@@ -77,9 +161,10 @@ class CNN(_Model):
             raise ValueError(f"input {size2(in_size)} too small for {len(channels)} pools")
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, int(num_classes)))
+        self._init_memory_format(channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(self._to_memory_format(x)))
 
 
 class FCN(_Model):
@@ -109,4 +194,4 @@ class FCN(_Model):
         return self.classifier(self.features(x))
 
 
-__all__ = ["CNN", "FCN", "ConvBlock"]
+__all__ = ["CNN", "FCN", "ConvBlock", "SmallInputConv2d"]

@@ -56,6 +56,29 @@ def base_grid(
     return g
 
 
+_HOMOG_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _homogeneous_base(
+    size: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(3, H*W)`` rows ``x, y, 1`` of the identity grid (cached)."""
+    key = (size, device, dtype)
+    m = _HOMOG_CACHE.get(key)
+    if m is None:
+        g = base_grid(size, device, dtype).reshape(-1, 2)
+        m = torch.cat([g.T, g.new_ones(1, g.shape[0])], 0).contiguous()
+        if len(_HOMOG_CACHE) > 64:
+            _HOMOG_CACHE.clear()
+        _HOMOG_CACHE[key] = m
+    return m
+
+
+def _rows_to_grid(rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B * 2, H * W)`` x-rows / y-rows -> ``(B, H, W, 2)`` (a permuted view, no copy)."""
+    return rows.view(-1, 2, size[0], size[1]).permute(0, 2, 3, 1)
+
+
 class Transform:
     """Base class of a parametric family of warps."""
 
@@ -138,8 +161,11 @@ class _Linear(Transform):
         return torch.baddbmm(th[:, :, 2].unsqueeze(1), pts, th[:, :, :2].transpose(1, 2))
 
     def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # One (B*2, 3) @ (3, H*W) matmul (forward and backward): about 2x cheaper on CPU than
+        # F.affine_grid, which builds its base grid at every call; same convention.
         th = self.theta(params)
-        return F.affine_grid(th, [th.shape[0], 1, *size], align_corners=ALIGN_CORNERS)
+        base = _homogeneous_base(size, th.device, th.dtype)
+        return _rows_to_grid(th.reshape(-1, 3) @ base, size)
 
     def jacobian_det(self, params: torch.Tensor) -> torch.Tensor:
         th = self.theta(self.constrain(params))
@@ -230,6 +256,14 @@ class Projective(Transform):
         w = torch.where(w >= 0, w.clamp_min(self.eps), w.clamp_max(-self.eps))
         return xyw[..., :2] / w
 
+    def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        m = self.matrix(params)
+        base = _homogeneous_base(size, m.device, m.dtype)
+        xyw = (m.reshape(-1, 3) @ base).view(-1, 3, size[0] * size[1])
+        w = xyw[:, 2:]
+        w = torch.where(w >= 0, w.clamp_min(self.eps), w.clamp_max(-self.eps))
+        return _rows_to_grid((xyw[:, :2] / w).reshape(-1, size[0] * size[1]), size)
+
     def jacobian_det(self, params: torch.Tensor) -> torch.Tensor:
         # With h22 = 1, det(H) = det(A - t g^T) (Schur complement) = the Jacobian at the origin.
         return torch.linalg.det(self.matrix(self.constrain(params)))
@@ -294,9 +328,10 @@ class TPS(Transform):
             m = self._basis(pts).to(params.dtype)  # computed in f64 once per size
             if len(self._cache) > 16:
                 self._cache.clear()
+            m = m.T.contiguous()  # (n, H*W)
             self._cache[key] = m
-        targets = params.view(params.shape[0], -1, 2)
-        return torch.matmul(m, targets).view(params.shape[0], size[0], size[1], 2)
+        targets = params.view(params.shape[0], -1, 2).transpose(1, 2)  # (B, 2, n)
+        return _rows_to_grid(targets.reshape(-1, m.shape[0]) @ m, size)
 
     def __repr__(self) -> str:
         return f"TPS(grid_size={self.grid_size}, num_params={self.num_params}, bound={self.bound})"
