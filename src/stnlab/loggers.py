@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -36,6 +37,10 @@ def build_loggers(node: DictConfig | None, group: str | None = None,
             with open_dict(sub):
                 sub.group = sub.get("group") or group
                 sub.tags = list(sub.get("tags") or []) + list(tags or [])
+                # One id per output directory: a run resumed in its own directory
+                # (ckpt_path=last) continues the same W&B run instead of starting another.
+                sub.id = sub.get("id") or hashlib.sha1(str(sub.save_dir).encode()).hexdigest()[:16]
+                sub.resume = sub.get("resume") or "allow"
             offline = (sub.get("offline") or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
                        or not wandb_key_available())
             with open_dict(sub):
