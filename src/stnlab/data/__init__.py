@@ -1,7 +1,7 @@
 """Data: MNIST sources, distortion recipes and the LightningDataModules built from them."""
 
-from stnlab.data.datamodule import DistortedMNIST
+from stnlab.data.datamodule import DigitDataModule, DistortedMNIST, MultiDigitMNIST
 from stnlab.data.mnist import DataSourceError, Digits, download, load_idx, load_sample, read_idx
 
-__all__ = ["DataSourceError", "Digits", "DistortedMNIST", "download", "load_idx", "load_sample",
-           "read_idx"]
+__all__ = ["DataSourceError", "DigitDataModule", "Digits", "DistortedMNIST", "MultiDigitMNIST",
+           "download", "load_idx", "load_sample", "read_idx"]
