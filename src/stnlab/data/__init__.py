@@ -2,6 +2,8 @@
 
 from stnlab.data.datamodule import DigitDataModule, DistortedMNIST, MultiDigitMNIST
 from stnlab.data.mnist import DataSourceError, Digits, download, load_idx, load_sample, read_idx
+from stnlab.data.svhn import SVHNSequences, load_svhn, read_digit_struct
 
 __all__ = ["DataSourceError", "DigitDataModule", "Digits", "DistortedMNIST", "MultiDigitMNIST",
-           "download", "load_idx", "load_sample", "read_idx"]
+           "SVHNSequences", "download", "load_idx", "load_sample", "load_svhn", "read_digit_struct",
+           "read_idx"]
