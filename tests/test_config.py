@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 
 from stnlab.config import CONFIG_DIR, instantiate_dict
@@ -24,6 +25,19 @@ def test_every_model_builds_and_runs(make_cfg, model):
     data.setup()
     x, y = next(iter(data.val_dataloader()))
     assert module(x[:4]).shape == (4, 10)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_option_builds_and_feeds_every_model(make_cfg, data):
+    dm = instantiate(make_cfg("train", [f"data={data}"]).data)
+    dm.setup()
+    x, y = next(iter(dm.val_dataloader()))
+    assert tuple(x.shape[1:]) == dm.dims and y.dtype == torch.int64
+    if dm.task != "classification":  # sequence targets: tests/test_datamodule_tasks.py
+        return
+    for model in options("model"):
+        _, module = build_data_and_module(make_cfg("train", [f"data={data}", f"model={model}"]))
+        assert module(x[:4]).shape == (4, dm.num_classes)
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

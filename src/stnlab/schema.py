@@ -75,6 +75,10 @@ def schema_for(target: str, extra_keys: tuple[str, ...] = ()) -> type:
             kind = Optional[kind]  # noqa: UP045
         if isinstance(default, (list, tuple)) and kind is not Any:
             kind = Any
+        if default is None and dict[str, Any] in typing.get_args(kind):
+            # OmegaConf 2.3 cannot set a None Optional[Dict] node from a command-line override
+            # (``data.distortion_params={scale:[0.8,1]}`` fails inside OmegaConf.update).
+            kind = Any
         fields.append((name, kind, _field_default(default)))
     known = {f[0] for f in fields}
     fields += [(key, Any, None) for key in extra_keys if key not in known and key != "defaults"]

@@ -59,6 +59,12 @@ def write_json(obj: Any, path: Path) -> None:
 def build_data_and_module(cfg: DictConfig):
     """The DataModule and the LitClassifier around the configured net, shaped by the data."""
     data = instantiate(cfg.data)
+    if getattr(data, "task", "classification") != "classification":
+        raise StnlabError(
+            f"{type(data).__name__} gives {data.task} targets, but stnlab-train's LitClassifier "
+            "trains single-label classifiers; use this DataModule from your own LightningModule "
+            "(see its docstring)."
+        )
     channels, height, width = data.dims
     net = instantiate(cfg.model, in_channels=channels, in_size=[height, width],
                       num_classes=data.num_classes)

