@@ -17,12 +17,23 @@ def run(args, cwd):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
 
 
-def test_single_ddp_run(tmp_path, data_dir):
-    proc = run([*DDP, f"paths.data_dir={data_dir}"], tmp_path)
+def test_single_ddp_run_tests_every_sample_once(tmp_path, data_dir):
+    # 101 test images: a padding sampler would count one twice on 2 ranks
+    proc = run([*DDP, "data.test_size=101", "trainer.limit_test_batches=1.0",
+                "data.eval_batch_size=32", f"paths.data_dir={data_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     (results,) = tmp_path.glob("outputs/train/runs/*/results.json")
-    assert json.loads(results.read_text())["world_size"] == 2
+    ddp = json.loads(results.read_text())
+    assert ddp["world_size"] == 2
     assert "DDP: 2 ranks agree on the job config" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "stnlab.evaluate", f"ckpt_path={results.parent}"],
+                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (single,) = tmp_path.glob("outputs/eval/runs/*/results.json")
+    single = json.loads(single.read_text())
+    assert single["test/acc"] == ddp["test/acc"]  # same checkpoint, 1 process vs 2
+    assert round(single["test/acc"] * 101) == pytest.approx(single["test/acc"] * 101, abs=1e-3)
 
 
 def test_multirun_with_ddp_trains_each_job_once(tmp_path, data_dir):

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
 from stnlab.data.distortions import SequenceBuilder, make_distortion, sequence_targets
 from stnlab.data.mnist import Digits, download, load_idx, load_sample, resolve_source
@@ -55,6 +56,23 @@ class TensorBatches(Dataset):
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return tuple(t[idx] for t in self.tensors)
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone: a resumed run sees the same order."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
 
 
 def _keep_batched(batch):
@@ -244,19 +262,28 @@ class DigitDataModule(pl.LightningDataModule):
         self.val_set, self.test_set = TensorBatches(xva, yva), TensorBatches(xte, yte)
 
     # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+    def _loader(self, dataset, batch_size: int, sampler: Sampler) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=_keep_batched,
                           persistent_workers=self.num_workers > 0)
 
+    def _eval_sampler(self, dataset) -> Sampler:
+        """Under DDP each evaluation example goes to exactly one rank (no padding duplicates)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
+                                                rank=trainer.global_rank, shuffle=False)
+        return SequentialSampler(dataset)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size,
+                            EpochShuffle(len(self.train_set), self.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size, self._eval_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size, self._eval_sampler(self.test_set))
 
     # -- on-device training examples -------------------------------------------------------
     def distort_train_batch(self, batch, epoch: int):
