@@ -159,6 +159,23 @@ def test_several_dirs_and_nested_job_dirs(tmp_path):
     assert (a / "report.md").exists() and not (b / "report.md").exists()
 
 
+def test_a_folder_of_multiruns_and_a_nan_result(tmp_path):
+    one, two = tmp_path / "multiruns" / "s1", tmp_path / "multiruns" / "s2"
+    write_multirun(one, ["seed=0,1"])
+    write_multirun(two, ["seed=0,1,2"])
+    write_job(one, 0, "CNN", None, "R", 0, 0.02)
+    write_job(one, 1, "CNN", None, "R", 1, 0.04)
+    write_job(two, 0, "CNN", None, "R", 2, 0.06)
+    nan_job = write_job(two, 1, "CNN", None, "R", 3, 0.08)
+    results = json.loads((nan_job / "results.json").read_text())
+    (nan_job / "results.json").write_text(json.dumps({**results, "test/error": float("nan")}))
+    rep = report([tmp_path / "multiruns"])
+    assert rep.cells[("CNN", "R")].values == pytest.approx([2.0, 4.0, 6.0])
+    assert sorted((j.status, j.num) for j in rep.jobs if j.status != "ok") == [
+        ("missing", 2), ("no metric", 1)]
+    assert "not started in s2" in (tmp_path / "multiruns" / "report.md").read_text()
+
+
 def test_labels_and_paper_figures():
     assert model_label({"model": "STFCN", "transform": "projective"}, None)[0] == "ST-FCN Proj"
     cfg = {"model": {"num_parallel": 2, "st_at": ["input"]}}

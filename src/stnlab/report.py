@@ -75,6 +75,7 @@ class Job:
     results: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     error: str = ""
+    multirun: Path | None = None  # the multirun directory holding the job, if any
     variant: str = ""
     distortion: str = ""
     value: float | None = None  # the report metric, in display units (% for acc/error)
@@ -106,19 +107,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def find_job_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) that holds ``.hydra/`` or results.json.
+def find_job_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Directories under ``root`` (itself included) that hold a job (``.hydra/`` or
+    results.json), and those that hold a multirun (``multirun.yaml``).
 
-    Walks the whole tree: an override value with a ``/`` in it nests a job's directory.
+    Walks the whole tree: an override value with a ``/`` in it nests a job's directory, and
+    a directory of several multiruns holds them all.
     """
-    found = []
+    jobs, multiruns = [], []
     for dirpath, dirnames, filenames in os.walk(root):
+        if "multirun.yaml" in filenames:
+            multiruns.append(Path(dirpath))
         if ".hydra" in dirnames or "results.json" in filenames:
-            found.append(Path(dirpath))
+            jobs.append(Path(dirpath))
             dirnames.clear()  # a job's own subfolders hold no jobs
         else:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return sorted(found)
+    return sorted(jobs), sorted(multiruns)
 
 
 def last_error(job_dir: Path, max_len: int = 240) -> str:
@@ -191,14 +196,24 @@ def collect(dirs: Iterable[Path]) -> list[Job]:
         sweep = Path(sweep)
         if not sweep.is_dir():
             raise SystemExit(f"stnlab-report: not a directory: {sweep}")
-        found = [load_job(d, sweep) for d in find_job_dirs(sweep) if d.resolve() not in seen]
+        job_dirs, multiruns = find_job_dirs(sweep)
+        found = [load_job(d, sweep) for d in job_dirs if d.resolve() not in seen]
         seen.update(j.path.resolve() for j in found)
-        expected = expected_overrides(sweep)
-        if expected is not None:
-            have = {j.num for j in found}
+        for job in found:  # the nearest multirun directory above the job
+            above = [m for m in multiruns if job.path.is_relative_to(m)]
+            job.multirun = max(above, key=lambda m: len(m.parts)) if above else None
+        for multirun in multiruns:
+            expected = expected_overrides(multirun)
+            if expected is None:
+                continue
+            have = {j.num for j in found if j.multirun == multirun}
+            where = "" if multirun == sweep else f" in {os.path.relpath(multirun, sweep)}"
             found += [Job(path=None, sweep=sweep, status=STATUS_MISSING, num=i, overrides=ov,
-                          error="not started (the sweep stopped, or is still running)")
+                          error=f"not started{where} (the sweep stopped, or is still running)",
+                          multirun=multirun)
                       for i, ov in enumerate(expected) if i not in have]
+        found.sort(key=lambda j: (str(j.multirun or j.path), -1 if j.num is None else j.num,
+                                  str(j.path)))
         jobs += found
     return jobs
 
@@ -333,9 +348,10 @@ def build_report(jobs: list[Job], metric: str) -> Report:
         if job.results is None:
             continue
         value = job.results.get(metric)
-        if not isinstance(value, int | float) or isinstance(value, bool):
+        if not isinstance(value, int | float) or isinstance(value, bool) \
+                or not math.isfinite(value):
             job.status = STATUS_NO_METRIC
-            job.error = f"results.json has no {metric}"
+            job.error = f"results.json has no finite {metric} ({value!r})"
             continue
         job.value = float(value) * scale
         key = (job.variant, job.distortion)
@@ -449,7 +465,7 @@ def render_markdown(rep: Report, dirs: Sequence[Path], out: Path) -> str:
         table = []
         for r in rep.rows:
             params: dict[Any, list[str]] = defaultdict(list)
-            for j in by_row[r]:
+            for j in sorted(by_row[r], key=lambda j: distortion_sort_key(j.distortion)):
                 if j.distortion not in params[j.results.get("num_params")]:
                     params[j.results.get("num_params")].append(j.distortion)
             if len(params) == 1:
