@@ -9,7 +9,7 @@ from stnlab.train import train
 
 def test_nan_loss_stops_with_the_step_named(tmp_path, data_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "stnlab.train", "debug=limit", "model=cnn", "optimizer.lr=1e12",
+        [sys.executable, "-m", "stnlab.train", "debug=limit", "model=cnn", "optimizer.lr=inf",
          "scheduler=none", f"paths.data_dir={data_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 2
