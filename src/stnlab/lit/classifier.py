@@ -58,6 +58,7 @@ class LitClassifier(pl.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
