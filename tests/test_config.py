@@ -92,3 +92,9 @@ def test_unknown_option_lists_the_valid_ones(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'model/resnet9000'" in proc.stderr
     assert "st_cnn" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_distortion_params_from_the_command_line(make_cfg):
+    cfg = make_cfg("train", ["data.distortion=R", "+data.distortion_params.angle=[-30,30]"])
+    assert instantiate(cfg.data).distortion.angle == (-30.0, 30.0)
+    assert instantiate(make_cfg("train", []).data).distortion.params()["angle"] == [-45.0, 45.0]
