@@ -123,3 +123,9 @@ def test_schema_rejects_bad_types_and_keys(make_cfg, override, names):
         make_cfg("train", [override])
     message = str(info.value) + str(info.value.__cause__)
     assert all(name in message for name in names)
+
+
+def test_distortion_params_from_the_command_line(make_cfg):
+    cfg = make_cfg("train", ["data.distortion=R", "+data.distortion_params.angle=[-30,30]"])
+    assert instantiate(cfg.data).distortion.angle == (-30.0, 30.0)
+    assert instantiate(make_cfg("train", []).data).distortion.params()["angle"] == [-45.0, 45.0]

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
 import pytorch_lightning as pl
 import torch
+from matplotlib.figure import Figure
 
 from stnlab.spatial import spatial_transformers
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +74,14 @@ class STGallery(pl.Callback):
                 logger.experiment.add_figure("st/gallery", figure, global_step=trainer.global_step)
             elif name == "WandbLogger":
                 logger.log_image("st/gallery", [str(path)], step=trainer.global_step)
-        plt.close(figure)
 
-    def draw(self, sts, captured) -> plt.Figure:
+    def draw(self, sts, captured) -> Figure:
+        # A bare Figure (no pyplot): draws off-screen without touching the process's backend,
+        # so importing stnlab does not switch a notebook's inline plots off.
         n = next(iter(captured.values()))[0].shape[0]
         cols = 1 + len(sts)
-        fig, axes = plt.subplots(n, cols, figsize=(1.6 * cols, 1.6 * n), squeeze=False)
+        fig = Figure(figsize=(1.6 * cols, 1.6 * n))
+        axes = fig.subplots(n, cols, squeeze=False)
         for i, st in enumerate(sts):
             u, v = captured[i]
             grid = st.transform.grid(st.last_params, st.out_size)
