@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: help install train eval test test-fast lint format clean
+.PHONY: help install train eval test test-fast study lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,15 @@ test: install  ## run the test suite
 
 test-fast: install  ## the suite without the slow tests
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+STUDY ?= outputs/study
+study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in parallel (~80 min, 2 cores)
+	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=R,E \
+	  hydra.sweep.dir=$(STUDY)/R_E $(ARGS) > $(STUDY).R_E.log 2>&1 & \
+	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=RTS,P \
+	  hydra.sweep.dir=$(STUDY)/RTS_P $(ARGS) > $(STUDY).RTS_P.log 2>&1 & \
+	wait
+	$(BIN)/stnlab-report $(STUDY) --out docs/results
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks

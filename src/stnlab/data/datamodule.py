@@ -251,6 +251,11 @@ class DigitDataModule(pl.LightningDataModule):
             _atomic_save({"key": key, "x": x, "y": y, "groups": groups}, path)
         return x, y, groups
 
+    def test_digits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test split's undistorted digits (uint8, N x 28 x 28) and labels: the same
+        digits as the fixed test set, for studies that distort them in other ways."""
+        return self._split(*self._load())[2]
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

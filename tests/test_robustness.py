@@ -1,0 +1,52 @@
+"""stnlab-robustness: controlled rotations/scales of the test digits, curves per run."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from stnlab.data import DistortedMNIST
+from stnlab.robustness import main, warp_digits
+from stnlab.train import train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = DistortedMNIST(source="sample", cache=False, test_size=50)
+    images, labels = data.test_digits()
+    assert images.dtype == torch.uint8 and images.shape == (50, 28, 28) and len(labels) == 50
+    return images
+
+
+def test_warps_are_exact_rotations_and_scales(digits):
+    upright = warp_digits(digits, canvas=42)
+    assert upright.shape == (50, 1, 42, 42)
+    # Centred by its ink box, so a quarter turn of the warp is the warp of a quarter turn.
+    quarter = warp_digits(digits, canvas=42, angle=90.0)
+    assert torch.allclose(quarter, torch.rot90(upright, 1, dims=(2, 3)), atol=1e-4)
+    # The ink is preserved up to resampling at scale 1, and scales with the area otherwise.
+    ink = upright.sum((1, 2, 3))
+    assert torch.allclose(ink, digits.float().div(255).sum((1, 2)), rtol=0.02)
+    half = warp_digits(digits, canvas=42, scale=0.5).sum((1, 2, 3))
+    assert torch.allclose(half / ink, torch.full_like(ink, 0.25), atol=0.03)
+
+
+def test_cli_writes_one_curve_per_run(make_cfg, tmp_path):
+    cfg = make_cfg("train", ["debug=limit", "model=cnn", "data.distortion=R",
+                             "data.val_size=100", "data.test_size=100"])
+    run = Path(train(cfg)["output_dir"])
+    out = tmp_path / "rob"
+    assert main([str(run), "--values", "0", "90", "180", "--out", str(out)]) == 0
+    rows = list(csv.reader((out / "robustness_rotation.csv").open()))
+    assert rows[0] == ["run", "0.0", "90.0", "180.0"]
+    assert rows[1][0] == "CNN (R, seed 0)"
+    assert all(0.0 <= float(e) <= 100.0 for e in rows[1][1:])
+    assert (out / "robustness_rotation.png").stat().st_size > 1000
+
+
+def test_cli_names_a_missing_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2
+    assert "checkpoint not found" in capsys.readouterr().err
