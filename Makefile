@@ -37,11 +37,13 @@ test-fast: install  ## the suite without the slow tests
 
 STUDY ?= outputs/study
 study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in parallel (~80 min, 2 cores)
+	mkdir -p $(STUDY)
 	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=R,E \
-	  hydra.sweep.dir=$(STUDY)/R_E $(ARGS) > $(STUDY).R_E.log 2>&1 & \
+	  hydra.sweep.dir=$(STUDY)/R_E $(ARGS) > $(STUDY)/R_E.log 2>&1 & a=$$!; \
 	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=RTS,P \
-	  hydra.sweep.dir=$(STUDY)/RTS_P $(ARGS) > $(STUDY).RTS_P.log 2>&1 & \
-	wait
+	  hydra.sweep.dir=$(STUDY)/RTS_P $(ARGS) > $(STUDY)/RTS_P.log 2>&1 & b=$$!; \
+	wait $$a; ra=$$?; wait $$b; rb=$$?; \
+	[ $$ra = 0 ] && [ $$rb = 0 ] || echo "a half of the study failed: see $(STUDY)/*.log (the report lists its jobs)"
 	$(BIN)/stnlab-report $(STUDY) --out docs/results
 
 lint: install  ## ruff
