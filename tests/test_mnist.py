@@ -111,3 +111,22 @@ def test_download_refuses_a_wrong_checksum(tmp_path):
     finally:
         server.shutdown()
     assert not list((tmp_path / "mnist").glob("*.gz"))  # nothing written that looks valid
+
+
+def test_mnist_files_are_tested_on_the_whole_official_test_set(tmp_path):
+    from stnlab.data import DistortedMNIST
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 60), ("t10k", 30)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), gz=True)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz",
+                  rng.integers(0, 10, n, dtype=np.uint8), gz=True)
+    sizes = {}
+    for test_size in (None, 5):
+        dm = DistortedMNIST(data_dir=str(tmp_path), source="idx", distortion="none",
+                            val_size=10, test_size=test_size, cache=False)
+        dm.setup()
+        sizes[test_size] = dm.describe()["sizes"]
+    assert sizes[None] == {"train": 50, "val": 10, "test": 30}  # all of the official test set
+    assert sizes[5]["test"] == 5

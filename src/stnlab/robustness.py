@@ -117,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.kind == "scale" and min(values) <= 0:
         parser.error(f"--values: scale factors must be > 0, got {min(values)}")
     try:
-        curves = dict(run_curve(r, args.kind, values) for r in args.runs)
+        curves: dict[str, list[float]] = {}
+        for run in args.runs:
+            label, errors = run_curve(run, args.kind, values)
+            if label in curves:  # two runs of one model, distortion and seed
+                label = f"{label} [{Path(run).resolve().name}]"
+            curves[label] = errors
     except StnlabError as e:
         parser.exit(2, f"stnlab-robustness: {e}\n")
     csv_path, png_path = write_curves(curves, args.kind, values, args.out)
