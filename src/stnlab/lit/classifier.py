@@ -94,9 +94,6 @@ class LitClassifier(pl.LightningModule):
             out.update({prefix + k: float(v) for k, v in st.diagnostics().items()})
         return out
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
-
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.val_loss(loss)
@@ -105,6 +102,8 @@ class LitClassifier(pl.LightningModule):
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # not a result; a resumed run keeps its restored best
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
