@@ -20,9 +20,12 @@ def digits():
 
 
 def test_warps_are_exact_rotations_and_scales(digits):
+    as_is = digits.float().div(255).unsqueeze(1)
+    assert torch.allclose(warp_digits(digits, canvas=28), as_is, atol=1e-5)  # no shift, no blur
     upright = warp_digits(digits, canvas=42)
     assert upright.shape == (50, 1, 42, 42)
-    # Centred by its ink box, so a quarter turn of the warp is the warp of a quarter turn.
+    assert torch.allclose(upright[:, :, 7:35, 7:35], as_is, atol=1e-5)  # pasted in the middle
+    # Turned about the canvas centre: a quarter turn of the warp is the warp of a quarter turn.
     quarter = warp_digits(digits, canvas=42, angle=90.0)
     assert torch.allclose(quarter, torch.rot90(upright, 1, dims=(2, 3)), atol=1e-4)
     # The ink is preserved up to resampling at scale 1, and scales with the area otherwise.

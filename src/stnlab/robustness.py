@@ -1,8 +1,8 @@
 """``stnlab-robustness RUN [RUN ...]``: test error against one controlled distortion.
 
 Each run's own test digits (the same digits as its fixed test set) are rotated by each angle
-(or scaled by each factor) about their centre, with nothing else changed, and placed on the
-run's canvas (28x28 for R, 42x42 for RTS, ...). The curves of several runs share one plot:
+(or scaled by each factor) about the centre of their 28x28 frame, with nothing else changed,
+and that centre put on the centre of the run's canvas (28x28 for R, 42x42 for RTS, ...). The curves of several runs share one plot:
 ``robustness_<kind>.png`` and ``robustness_<kind>.csv`` in ``--out``.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from stnlab.config import to_plain
-from stnlab.data.distortions import RTS
+from stnlab.data.distortions import similarity_warp
 from stnlab.errors import StnlabError
 from stnlab.evaluate import find_checkpoint, load_run
 from stnlab.report import model_label
@@ -33,14 +33,13 @@ DEFAULT_VALUES = {
 
 def warp_digits(digits: torch.Tensor, canvas: int, angle: float = 0.0,
                 scale: float = 1.0) -> torch.Tensor:
-    """``(N, 28, 28)`` uint8 digits -> ``(N, 1, canvas, canvas)``, rotated by ``angle`` degrees
-    and scaled by ``scale`` about the centre (RTS's warp with fixed parameters, centred)."""
+    """``(N, 28, 28)`` uint8 digits -> ``(N, 1, canvas, canvas)``: each digit rotated by
+    ``angle`` degrees and scaled by ``scale`` about the centre of its 28x28 frame, which lands
+    on the canvas's centre (as the R distortion rotates, with no shift of its own)."""
     n = len(digits)
-    warp = RTS(angle=(angle, angle), scale=(scale, scale), canvas=canvas)
-    params = {"angle": torch.full((n,), float(angle), dtype=torch.float64),
-              "scale": torch.full((n,), float(scale), dtype=torch.float64),
-              "position": torch.full((n, 2), 0.5, dtype=torch.float64)}
-    return warp.apply(digits.unsqueeze(1).float().div(255), params)
+    return similarity_warp(digits.unsqueeze(1).float().div(255),
+                           torch.full((n,), float(angle), dtype=torch.float64),
+                           torch.full((n,), float(scale), dtype=torch.float64), (canvas, canvas))
 
 
 @torch.no_grad()

@@ -245,6 +245,15 @@ def _similarity(angle_deg: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return m
 
 
+def similarity_warp(x: Tensor, angle_deg: Tensor, scale: Tensor,
+                    out_size: tuple[int, int]) -> Tensor:
+    """Rotate each image by ``angle_deg`` and scale it by ``scale`` (per sample) about its
+    centre, onto an ``out_size`` image with the same centre: no shift, so angle 0 and scale 1
+    onto the input's size return the input exactly."""
+    zero = torch.zeros(angle_deg.shape[0], 2, dtype=torch.float64)
+    return _warp_matrix(x, _similarity(angle_deg.double(), scale.double(), zero), out_size)
+
+
 def _ink_box(x: Tensor) -> Tensor:
     """Inclusive ink bounding box ``(y0, y1, x0, x1)`` of each image, ``(B, 4)`` int64 on the
     CPU; an image without ink gets the full frame."""
@@ -391,9 +400,7 @@ class Rotation(Distortion):
 
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         angle = params["angle"]
-        one = torch.ones_like(angle)
-        m = _similarity(angle, one, torch.zeros(angle.shape[0], 2, dtype=torch.float64))
-        return _warp_matrix(x, m, self.out_size)
+        return similarity_warp(x, angle, torch.ones_like(angle), self.out_size)
 
 
 class RTS(Distortion):
