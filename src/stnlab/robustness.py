@@ -2,8 +2,9 @@
 
 Each run's own test digits (the same digits as its fixed test set) are rotated by each angle
 (or scaled by each factor) about the centre of their 28x28 frame, with nothing else changed,
-and that centre put on the centre of the run's canvas (28x28 for R, 42x42 for RTS, ...). The curves of several runs share one plot:
-``robustness_<kind>.png`` and ``robustness_<kind>.csv`` in ``--out``.
+and that centre put on the centre of the run's canvas (28x28 for R, 42x42 for RTS, ...).
+The curves of several runs share one plot: ``robustness_<kind>.png`` and
+``robustness_<kind>.csv`` in ``--out``.
 """
 
 from __future__ import annotations
