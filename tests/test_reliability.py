@@ -117,7 +117,7 @@ def test_resumable_loader_starts_where_training_stopped():
     batches = iter(loader)
     trained["batches"] = 3  # read at the first next(), after Lightning restored its counters
     assert [b[0].tolist() for b in batches] == [[6, 7], [8, 9]]
-    assert loader.state_dict() == {"batches": 5}
+    assert loader.state_dict() == {"batches_done": 3}
     trained["batches"] = 0
     assert len(list(loader)) == 5 == len(loader)
 

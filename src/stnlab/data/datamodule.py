@@ -94,26 +94,18 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.position = position
-        self._served = 0
+        self.position = position or (lambda: 0)
 
     def __iter__(self):
-        return self._batches()
-
-    def _batches(self):
-        skip = self.position() if self.position is not None else 0
-        self._served = skip
         batches = super().__iter__()
-        for _ in range(skip):
+        for _ in range(self.position()):
             next(batches, None)
-        for batch in batches:
-            self._served += 1
-            yield batch
+        yield from batches
 
     # Lightning's ``_Stateful`` interface: checkpoints record the loader's position, and
     # Lightning does not warn that the loader cannot resume mid-epoch.
     def state_dict(self) -> dict[str, int]:
-        return {"batches": self._served}
+        return {"batches_done": self.position()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Nothing to load: the position comes from the restored loop counters (Lightning does
