@@ -34,17 +34,18 @@ def test_st_cnn_parameter_count_matches_cnn(transform):
 
 def test_defaults_and_recorded_counts():
     assert _n(CNN(1, (42, 42), 10)) == 167050
-    assert _n(STCNN(1, (42, 42), 10)) == 151496
+    assert _n(STCNN(1, (42, 42), 10)) == 136136  # 42 -> ST -> avg-pool 2 -> 21x21 CNN
+    assert _n(STCNN(1, (42, 42), 10, st_out_size=28, st_pool=1)) == 151496
     assert _n(FCN(1, (42, 42), 10)) == 117770
-    assert _n(STFCN(1, (42, 42), 10)) == 112784
-    fcn, stfcn = FCN(1, (42, 42), 10), STFCN(1, (42, 42), 10, transform="affine")
+    assert _n(STFCN(1, (42, 42), 10)) == 90832
+    fcn, stfcn = FCN(1, (42, 42), 10), STFCN(1, (42, 42), 10, st_out_size=28, st_pool=1)
     assert abs(_n(stfcn) - _n(fcn)) / _n(fcn) < 0.10
 
 
 def test_fresh_st_cnn_equals_cnn_with_same_weights():
     torch.manual_seed(0)
     cnn = CNN(1, (42, 42), 10)
-    st = STCNN(1, (42, 42), 10, st_out_size=None)  # 42 -> 42: the ST starts as the identity
+    st = STCNN(1, (42, 42), 10, st_pool=1)  # 42 -> 42: the ST starts as the identity
     torch.nn.Sequential(*st.features[1:]).load_state_dict(cnn.features.state_dict())
     st.classifier.load_state_dict(cnn.classifier.state_dict())
     x = torch.rand(4, 1, 42, 42)
@@ -56,11 +57,11 @@ def test_parallel_and_series_transformers():
     x = torch.rand(2, 1, 42, 42)
     par = STCNN(1, [42, 42], 10, st_at=["input"], num_parallel=2)
     assert len(par.spatial_transformers()) == 2
-    assert par.features[0](x).shape == (2, 2, 28, 28)  # concatenated on channels
+    assert par.features[0](x).shape == (2, 2, 42, 42)  # concatenated on channels
     assert par(x).shape == (2, 10)
     ser = STCNN(1, [42, 42], 10, st_at=["input", "conv1"], transform="similarity")
     sts = ser.spatial_transformers()
-    assert [s.in_size for s in sts] == [(42, 42), (14, 14)]
+    assert [s.in_size for s in sts] == [(42, 42), (10, 10)]  # 42 -> pool 2 -> conv1 -> 10
     assert [s.in_channels for s in sts] == [1, 32]
     assert ser(x).shape == (2, 10)
     deep = STCNN(3, [32, 32], 5, st_at=["conv1", "conv2"], num_parallel=2, transform="tps")
@@ -68,11 +69,15 @@ def test_parallel_and_series_transformers():
     assert deep(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     stf = STFCN(2, [42, 42], 19, num_parallel=2)
     assert stf(torch.rand(2, 2, 42, 42)).shape == (2, 19)
-    assert stf.st(torch.rand(2, 2, 42, 42)).shape == (2, 4, 28, 28)
+    assert stf.st(torch.rand(2, 2, 42, 42)).shape == (2, 4, 42, 42)
 
 
 def test_st_pool_halves_st_output():
     m = STCNN(1, [42, 42], 10, st_out_size=[42, 42], st_pool=2)
+    assert [type(x) for x in m.features[:2]] == [type(x) for x in STCNN(1, 42, 10).features[:2]]
+    assert not any(isinstance(x, torch.nn.AvgPool2d) for x in STCNN(1, 28, 10).features)
+    with pytest.raises(ValueError, match="st_pool"):
+        STCNN(1, 42, 10, st_pool=0)
     assert m.features[:2](torch.rand(2, 1, 42, 42)).shape == (2, 1, 21, 21)
     assert m(torch.rand(2, 1, 42, 42)).shape == (2, 10)
 
@@ -106,8 +111,8 @@ def test_one_training_step_moves_the_localisation_net():
 
 def test_channels_last_gives_the_same_results():
     torch.manual_seed(3)
-    a = STCNN(1, [42, 42], 10, st_out_size=[42, 42], channels_last=True)
-    b = STCNN(1, [42, 42], 10, st_out_size=[42, 42], channels_last=False)
+    a = STCNN(1, [42, 42], 10, st_out_size=[42, 42], st_pool=1, channels_last=True)
+    b = STCNN(1, [42, 42], 10, st_out_size=[42, 42], st_pool=1, channels_last=False)
     b.load_state_dict(a.state_dict())
     x = torch.rand(4, 1, 42, 42)
     torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-4)

@@ -12,6 +12,22 @@ from stnlab.spatial import ParallelSpatialTransformers
 from .backbones import FCN, ConvBlock, _Model, ints, size2
 
 
+POOL_FROM = 42  # an ST output this large (a canvas, not a digit) is average-pooled by 2
+
+
+def st_pool_for(out_size: tuple[int, int], st_pool: int | None) -> int:
+    """``st_pool``, or for ``None`` the paper's rule (A.4: RTS and TC): halve an ST output
+    of at least ``POOL_FROM`` px on its short side, keep a digit-sized one.
+
+    On RTS (42 -> 21) this trains as well as a 28x28 output at half the cost (docs/results.md).
+    """
+    if st_pool is None:
+        return 2 if min(out_size) >= POOL_FROM else 1
+    if int(st_pool) < 1:
+        raise ValueError(f"st_pool={st_pool} must be >= 1 (or null for the paper's rule)")
+    return int(st_pool)
+
+
 def _as_list(x: str | Sequence[str] | None) -> list[str]:
     if x is None:
         return []
@@ -27,12 +43,12 @@ class STCNN(_Model):
     and ``"conv1"``, ``"conv2"``, ... (after that conv block, on its feature map, same size).
     Several positions put transformers in series; ``num_parallel`` = N puts N independent
     transformers at every position, their outputs concatenated on channels (the paper's
-    2x / 4x ST-CNN). ``st_pool`` > 1 average-pools the input ST's output (paper: RTS, TC).
+    2x / 4x ST-CNN). ``st_pool`` > 1 average-pools the input ST's output; ``None`` follows
+    the paper (``st_pool_for``: 42x42 RTS -> 21x21).
 
-    Defaults match the paper's ST-CNN on 42x42 MNIST: affine ST, 42x42 -> 28x28, the
-    paper's conv localisation net on the 2x downsampled input; the backbone is ``CNN``'s
-    (widths ``(32, 64)``). ``STCNN(1, (42, 42), 10)`` has 151,496 parameters, ``CNN(1, (42,
-    42), 10)`` 167,050 (9.3% apart; the paper matched them).
+    Defaults match the paper's ST-CNN: affine ST at the input's resolution, then on a
+    42x42 canvas a 2x average pool; the paper's conv localisation net on the 2x downsampled
+    input; the backbone is ``CNN``'s (widths ``(32, 64)``).
     """
 
     def __init__(
@@ -41,10 +57,10 @@ class STCNN(_Model):
         in_size: int | Sequence[int],
         num_classes: int,
         transform: str = "affine",
-        st_out_size: int | Sequence[int] | None = (28, 28),
+        st_out_size: int | Sequence[int] | None = None,
         st_at: str | Sequence[str] = ("input",),
         num_parallel: int = 1,
-        st_pool: int = 1,
+        st_pool: int | None = None,
         sampling: str = "bilinear",
         padding: str = "zeros",
         loc: str = "conv",
@@ -83,9 +99,10 @@ class STCNN(_Model):
             )
             layers.append(st)
             c, (h, w) = st.out_channels, out
-            if st_pool > 1:
-                layers.append(nn.AvgPool2d(int(st_pool)))
-                h, w = h // int(st_pool), w // int(st_pool)
+            pool_st = st_pool_for(out, st_pool)
+            if pool_st > 1:
+                layers.append(nn.AvgPool2d(pool_st))
+                h, w = h // pool_st, w // pool_st
         for i, (co, k) in enumerate(zip(channels, kernel_sizes, strict=True)):
             layers.append(ConvBlock(c, co, k, pool))
             c, h, w = co, h // max(pool, 1), w // max(pool, 1)
@@ -111,8 +128,8 @@ class STFCN(_Model):
 
     ``num_parallel`` transformers run on the input (outputs concatenated on channels);
     ``st_at`` accepts only ``"input"`` (kept for a config shape shared with ``STCNN``).
-    Defaults: affine, 42x42 -> 28x28, loc net FC 32 -> FC 32 -> regression, FCN widths
-    ``(64, 64)``: 112,784 parameters at 42x42 vs the FCN's 117,770.
+    Defaults: affine ST at the input's resolution (2x average pool on a 42x42 canvas, as
+    ``STCNN``), loc net FC 32 -> FC 32 -> regression, FCN widths ``(64, 64)``.
     """
 
     def __init__(
@@ -121,10 +138,10 @@ class STFCN(_Model):
         in_size: int | Sequence[int],
         num_classes: int,
         transform: str = "affine",
-        st_out_size: int | Sequence[int] | None = (28, 28),
+        st_out_size: int | Sequence[int] | None = None,
         st_at: str | Sequence[str] = ("input",),
         num_parallel: int = 1,
-        st_pool: int = 1,
+        st_pool: int | None = None,
         sampling: str = "bilinear",
         padding: str = "zeros",
         loc: str = "fc",
@@ -146,9 +163,10 @@ class STFCN(_Model):
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
             loc_kwargs=loc_kwargs,
         )
-        self.pool = nn.AvgPool2d(int(st_pool)) if st_pool > 1 else nn.Identity()
-        if st_pool > 1:
-            out = (out[0] // int(st_pool), out[1] // int(st_pool))
+        pool_st = st_pool_for(out, st_pool)
+        self.pool = nn.AvgPool2d(pool_st) if pool_st > 1 else nn.Identity()
+        if pool_st > 1:
+            out = (out[0] // pool_st, out[1] // pool_st)
         self.fcn = FCN(self.st.out_channels, out, num_classes, hidden=hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
