@@ -36,7 +36,7 @@ test-fast: install  ## the suite without the slow tests
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 STUDY ?= outputs/study
-study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in parallel (~80 min, 2 cores)
+study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in parallel (~65 min, 2 cores)
 	mkdir -p $(STUDY)
 	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=R,E \
 	  hydra.sweep.dir=$(STUDY)/R_E $(ARGS) > $(STUDY)/R_E.log 2>&1 & a=$$!; \

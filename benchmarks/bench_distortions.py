@@ -71,7 +71,7 @@ def time_it(
 def stcnn_step(batch_size: int, device: torch.device) -> Callable[[], object]:
     from stnlab.models import STCNN
 
-    model = STCNN(1, (42, 42), 10).to(device)
+    model = STCNN(1, (42, 42), 10, st_out_size=28, st_pool=1).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.rand(batch_size, 1, 42, 42, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)

@@ -4,7 +4,12 @@ A reference for the framework's figures (docs/results.md): the same digits, RTS 
 models as ``stnlab-train``, trained by a bare loop, so a gap between the two points at the
 framework's defaults rather than at the model.
 
-    python benchmarks/calibrate_rts.py --model st_cnn --epochs 30 --optimizer adam --lr 1e-3
+    python benchmarks/calibrate_rts.py --model st_cnn            # the framework's defaults
+    python benchmarks/calibrate_rts.py --optimizer sgd --lr 0.05 --loc-lr-mult 0.1
+
+The defaults mirror ``stnlab-train``'s (Adam, one-cycle peaking at 3e-3, localisation nets at
+the full rate, ST at the canvas's resolution then a 2x average pool); the figures each
+option gave are in docs/results.md.
 """
 
 from __future__ import annotations
@@ -28,14 +33,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak lr with --schedule onecycle")
     p.add_argument("--loc-lr-mult", type=float, default=1.0)
-    p.add_argument("--schedule", choices=["none", "onecycle", "cosine"], default="none")
-    p.add_argument("--st-out", type=int, default=28, help="ST output side (px)")
-    p.add_argument("--st-pool", type=int, default=1, help="average-pool after the ST")
+    p.add_argument("--schedule", choices=["none", "onecycle", "cosine"], default="onecycle")
+    p.add_argument("--st-out", type=int, default=None, help="ST output side (default: 42)")
+    p.add_argument("--st-pool", type=int, default=None,
+                   help="average pool after the ST (default: the model's rule, 2 at 42 px)")
     p.add_argument("--loc-down", type=int, default=2, help="loc net input downsampling")
     p.add_argument("--transform", default="affine")
-    p.add_argument("--bound", action="store_true")
+    p.add_argument("--bound", action="store_true", help="tanh-bounded transform parameters")
     p.add_argument("--fixed", action="store_true", help="distort the training digits once")
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
@@ -76,10 +82,9 @@ def main() -> None:
     for epoch in range(a.epochs):
         net.train()
         order = torch.randperm(a.train)
-        xb_all = fixed if fixed is not None else None
         for i in range(a.train // a.batch):
             idx = order[i * a.batch : (i + 1) * a.batch]
-            xb = xb_all[idx] if xb_all is not None else rts(x_tr[idx], gen)
+            xb = fixed[idx] if fixed is not None else rts(x_tr[idx], gen)
             loss = F.cross_entropy(net(xb), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -44,7 +44,7 @@ def test_every_data_option_builds_and_feeds_every_model(make_cfg, data):
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_optimizer_and_scheduler_options(make_cfg, optimizer, scheduler):
     cfg = make_cfg("train", [f"optimizer={optimizer}", f"scheduler={scheduler}",
-                             "model=st_cnn"])
+                             "model=st_cnn", "module.loc_lr_mult=0.1"])
     data, module = build_data_and_module(cfg)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False)
@@ -129,3 +129,22 @@ def test_distortion_params_from_the_command_line(make_cfg):
     cfg = make_cfg("train", ["data.distortion=R", "+data.distortion_params.angle=[-30,30]"])
     assert instantiate(cfg.data).distortion.angle == (-30.0, 30.0)
     assert instantiate(make_cfg("train", []).data).distortion.params()["angle"] == [-45.0, 45.0]
+
+
+def test_dead_localisation_net_is_reported(make_cfg, caplog):
+    """A transformer whose localisation net's hidden units are all dead gives every image the
+    same warp and never learns again; training says so once, naming the fix."""
+    cfg = make_cfg("train", ["model=st_cnn", "trainer.log_every_n_steps=1"])
+    data, module = build_data_and_module(cfg)
+    st = module.net.spatial_transformers()[0]
+    fc = [m for m in st.loc.body if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        fc.bias.fill_(-1e4)  # every hidden unit below zero for any input: ReLU outputs 0
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         log_every_n_steps=1)
+    with caplog.at_level("WARNING", logger="stnlab.lit.classifier"):
+        trainer.fit(module, datamodule=data)
+    hits = [r.getMessage() for r in caplog.records if "applies the same warp" in r.getMessage()]
+    assert len(hits) == 1 and "st/params_std = 0 at step 1" in hits[0]
+    assert "module.loc_lr_mult" in hits[0]

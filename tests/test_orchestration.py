@@ -48,7 +48,7 @@ def test_optuna_search_records_failures_and_resumes(tmp_path, data_dir):
     args = ["hparams_search=optuna", "debug=fast", "model=cnn", f"paths.data_dir={data_dir}",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=t",
             "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-            # the first sampled lr is out of this range for the optimiser (negative) -> a failed trial
+            # a negative lr is refused by the optimiser -> a failed trial
             "hydra.sweeper.params={optimizer.lr:'interval(-0.1, 0.2)'}"]
     proc = run(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]

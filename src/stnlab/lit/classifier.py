@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable, Iterable
 
@@ -14,6 +15,8 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from stnlab.spatial import localisation_parameters
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -60,6 +63,7 @@ class LitClassifier(pl.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
+        self._frozen_warned: set[str] = set()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -83,7 +87,9 @@ class LitClassifier(pl.LightningModule):
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
-            self.log_dict(self.spatial_diagnostics(), on_step=True, on_epoch=False)
+            diagnostics = self.spatial_diagnostics()
+            self.log_dict(diagnostics, on_step=True, on_epoch=False)
+            self._warn_if_frozen(diagnostics)
         return loss
 
     def spatial_diagnostics(self) -> dict[str, float]:
@@ -94,6 +100,22 @@ class LitClassifier(pl.LightningModule):
             prefix = "st/" if len(sts) == 1 else f"st/{i}/"
             out.update({prefix + k: float(v) for k, v in st.diagnostics().items()})
         return out
+
+    def _warn_if_frozen(self, diagnostics: dict[str, float]) -> None:
+        """Warn once per transformer whose warp stopped depending on the image: after the first
+        step, a batch spread of exactly 0 means every unit of its localisation net's last hidden
+        layer is dead (ReLU), so the net can no longer learn (cluttered MNIST, docs/results.md)."""
+        if self.global_step == 0:  # identity init: every image gets the same warp by design
+            return
+        for key, value in diagnostics.items():
+            if key.endswith("params_std") and value == 0.0 and key not in self._frozen_warned:
+                self._frozen_warned.add(key)
+                log.warning(
+                    "%s = 0 at step %d: the spatial transformer applies the same warp to every "
+                    "image; its localisation net's ReLUs died and it will not learn again. Lower "
+                    "module.loc_lr_mult or optimizer.lr, or try model.bound=true.",
+                    key, self.global_step,
+                )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)

@@ -11,7 +11,6 @@ from stnlab.spatial import ParallelSpatialTransformers
 
 from .backbones import FCN, ConvBlock, _Model, ints, size2
 
-
 POOL_FROM = 42  # an ST output this large (a canvas, not a digit) is average-pooled by 2
 
 
