@@ -113,7 +113,7 @@ class LitClassifier(pl.LightningModule):
                 log.warning(
                     "%s = 0 at step %d: the spatial transformer applies the same warp to every "
                     "image; its localisation net's ReLUs died and it will not learn again. Lower "
-                    "module.loc_lr_mult or optimizer.lr, or try model.bound=true.",
+                    "module.loc_lr_mult or optimizer.lr.",
                     key, self.global_step,
                 )
 

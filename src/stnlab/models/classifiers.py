@@ -47,7 +47,8 @@ class STCNN(_Model):
 
     Defaults match the paper's ST-CNN: affine ST at the input's resolution, then on a
     42x42 canvas a 2x average pool; the paper's conv localisation net on the 2x downsampled
-    input; the backbone is ``CNN``'s (widths ``(32, 64)``).
+    input; the backbone is ``CNN``'s (widths ``(32, 64)``). ``STCNN(1, (42, 42), 10)`` has
+    136,136 parameters, ``CNN(1, (42, 42), 10)`` 167,050.
     """
 
     def __init__(
