@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stnlab.data.distortions import RTS
+from stnlab.data.distortions import make_distortion
 from stnlab.data.mnist import load_sample
 from stnlab.models import CNN, STCNN
 from stnlab.spatial import localisation_parameters
@@ -29,6 +29,7 @@ from stnlab.spatial import localisation_parameters
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--distortion", default="RTS", help="any stnlab recipe, e.g. cluttered")
     p.add_argument("--model", choices=["cnn", "st_cnn"], default="st_cnn")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=64)
@@ -43,6 +44,12 @@ def main() -> None:
     p.add_argument("--transform", default="affine")
     p.add_argument("--bound", action="store_true", help="tanh-bounded transform parameters")
     p.add_argument("--fixed", action="store_true", help="distort the training digits once")
+    p.add_argument("--loc-hidden", type=int, default=20, help="loc net FC width")
+    p.add_argument("--loc-norm", action="store_true", help="batch norm in the loc net")
+    p.add_argument("--loc-channels", type=int, nargs="+", default=[20, 20])
+    p.add_argument("--dropout", type=float, default=0.0, help="before the linear classifier")
+    p.add_argument("--wd", type=float, default=0.0, help="decoupled weight decay (AdamW)")
+    p.add_argument("--smooth", type=float, default=0.1, help="label smoothing (training loss)")
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -55,20 +62,25 @@ def main() -> None:
     x = digits.images[perm].float().div(255).unsqueeze(1)
     y = digits.labels[perm]
     x_tr, y_tr, x_te, y_te = x[: a.train], y[: a.train], x[a.train :], y[a.train :]
-    rts = RTS()
+    rts = make_distortion(a.distortion)
+    size = tuple(rts.out_size)
     gen = torch.Generator().manual_seed(1000 + a.seed)
     x_te = rts(x_te, gen)
     fixed = rts(x_tr, gen) if a.fixed else None
 
-    net = (STCNN(1, (42, 42), 10, st_out_size=a.st_out, st_pool=a.st_pool,
-                 loc_downsample=a.loc_down, transform=a.transform, bound=a.bound)
-           if a.model == "st_cnn" else CNN(1, (42, 42), 10))
+    net = (STCNN(1, size, 10, st_out_size=a.st_out, st_pool=a.st_pool,
+                 loc_downsample=a.loc_down, transform=a.transform, bound=a.bound,
+                 loc_kwargs={"hidden": a.loc_hidden, "channels": a.loc_channels,
+                            "norm": a.loc_norm})
+           if a.model == "st_cnn" else CNN(1, size, 10))
+    if a.dropout:
+        net.classifier.insert(1, torch.nn.Dropout(a.dropout))
     loc = list(localisation_parameters(net))
     ids = {id(q) for q in loc}
     groups = [{"params": [q for q in net.parameters() if id(q) not in ids]}]
     if loc:
         groups.append({"params": loc, "lr": a.lr * a.loc_lr_mult})
-    opt = (torch.optim.Adam(groups, lr=a.lr) if a.optimizer == "adam"
+    opt = (torch.optim.AdamW(groups, lr=a.lr, weight_decay=a.wd) if a.optimizer == "adam"
            else torch.optim.SGD(groups, lr=a.lr, momentum=0.9))
     steps = a.epochs * (a.train // a.batch)
     sched = None
@@ -85,7 +97,7 @@ def main() -> None:
         for i in range(a.train // a.batch):
             idx = order[i * a.batch : (i + 1) * a.batch]
             xb = fixed[idx] if fixed is not None else rts(x_tr[idx], gen)
-            loss = F.cross_entropy(net(xb), y_tr[idx])
+            loss = F.cross_entropy(net(xb), y_tr[idx], label_smoothing=a.smooth)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -94,7 +106,9 @@ def main() -> None:
         net.eval()
         with torch.no_grad():
             err = float((net(x_te).argmax(1) != y_te).float().mean())
-        print(f"epoch {epoch + 1:3d} loss {loss.item():.3f} test error {100 * err:.2f}%",
+        diag = "".join(f" {k} {v:.3g}" for st in net.spatial_transformers()
+                       for k, v in st.diagnostics().items())
+        print(f"epoch {epoch + 1:3d} loss {loss.item():.3f} test error {100 * err:.2f}%{diag}",
               flush=True)
     print(json.dumps({**vars(a), "test_error_pct": round(100 * err, 2),
                       "wall_s": round(time.perf_counter() - t0, 1)}))

@@ -148,3 +148,21 @@ def test_dead_localisation_net_is_reported(make_cfg, caplog):
     hits = [r.getMessage() for r in caplog.records if "applies the same warp" in r.getMessage()]
     assert len(hits) == 1 and "st/params_std = 0 at step 1" in hits[0]
     assert "module.loc_lr_mult" in hits[0]
+
+
+def test_label_smoothing_is_in_the_training_loss_only(make_cfg):
+    cfg = make_cfg("train", ["model=cnn", "module.label_smoothing=0.2"])
+    data, module = build_data_and_module(cfg)
+    data.setup()
+    x, y = next(iter(data.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        logits = module(x)
+        train_loss = module.training_loss(logits, y)
+        val_loss, _, _ = module._step((x, y))
+    assert float(train_loss) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.2)))
+    assert float(val_loss) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)))
+    assert float(train_loss) != pytest.approx(float(val_loss))
+    with pytest.raises(Exception, match=r"module.label_smoothing=1.5 must be in \[0, 1\)"):
+        build_data_and_module(make_cfg("train", ["module.label_smoothing=1.5"]))

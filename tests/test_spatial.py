@@ -307,3 +307,16 @@ def test_localisation_parameters_finds_exactly_loc_params():
     assert len(loc) == len(expected) and {id(p) for p in loc} == {id(p) for p in expected}
     assert {id(p) for p in net.conv.parameters()}.isdisjoint(id(p) for p in loc)
     assert list(localisation_parameters(torch.nn.Linear(2, 2))) == []
+
+
+def test_conv_localisation_with_batch_norm_keeps_identity_init():
+    """``norm=True`` (cluttered MNIST): batch norm after every conv and the hidden FC layer, so
+    no ReLU layer can go dead on a whole batch; a fresh transformer still returns its input."""
+    torch.manual_seed(12)
+    st = SpatialTransformer(1, (60, 60), "affine", loc_kwargs={"norm": True})
+    norms = [m for m in st.loc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert [type(m).__name__ for m in norms] == ["BatchNorm2d", "BatchNorm2d", "BatchNorm1d"]
+    u = torch.rand(4, 1, 60, 60)
+    torch.testing.assert_close(st(u), u, atol=1e-5, rtol=0)
+    st.eval()
+    torch.testing.assert_close(st(u[:1]), u[:1], atol=1e-5, rtol=0)

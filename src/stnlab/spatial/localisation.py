@@ -61,6 +61,7 @@ class ConvLocalisation(nn.Module):
         kernel_size: int = 5,
         hidden: int = 20,
         pool: int = 2,
+        norm: bool = False,
     ) -> None:
         super().__init__()
         h, w = _size2(in_size)
@@ -76,6 +77,8 @@ class ConvLocalisation(nn.Module):
         for i, c in enumerate(channels):
             pad = 0 if min(h, w) >= kernel_size else kernel_size // 2
             layers.append(nn.Conv2d(c_in, c, kernel_size, padding=pad))
+            if norm:
+                layers.append(nn.BatchNorm2d(c))
             h, w = h + 2 * pad - kernel_size + 1, w + 2 * pad - kernel_size + 1
             if i < len(channels) - 1 and pool > 1 and min(h, w) >= pool:
                 layers.append(nn.MaxPool2d(pool))
@@ -85,7 +88,10 @@ class ConvLocalisation(nn.Module):
         layers.append(nn.Flatten())
         feat = c_in * h * w
         if hidden and hidden > 0:
-            layers += [nn.Linear(feat, int(hidden)), nn.ReLU(inplace=True)]
+            layers.append(nn.Linear(feat, int(hidden)))
+            if norm:
+                layers.append(nn.BatchNorm1d(int(hidden)))
+            layers.append(nn.ReLU(inplace=True))
             feat = int(hidden)
         self.body = nn.Sequential(*layers)
         self.head = _identity_head(feat, int(num_params), identity)
