@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 ARGS ?=
+, := ,
 STAMP := $(VENV)/.installed
 
-.PHONY: help install train eval test test-fast study lint format clean
+.PHONY: help install train eval test test-fast study cluttered lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,16 +36,24 @@ test: install  ## run the test suite
 test-fast: install  ## the suite without the slow tests
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
+# $(call halves,DIR,A,ARGS_A,B,ARGS_B): two sweeps in parallel, one process on one core each,
+# into DIR/A and DIR/B; then the report of both into $(6).
+define halves
+	mkdir -p $(1)
+	OMP_NUM_THREADS=1 $(BIN)/stnlab-train $(3) hydra.sweep.dir=$(1)/$(2) $(ARGS) > $(1)/$(2).log 2>&1 & a=$$!; \
+	OMP_NUM_THREADS=1 $(BIN)/stnlab-train $(5) hydra.sweep.dir=$(1)/$(4) $(ARGS) > $(1)/$(4).log 2>&1 & b=$$!; \
+	wait $$a; ra=$$?; wait $$b; rb=$$?; \
+	[ $$ra = 0 ] && [ $$rb = 0 ] || echo "a half of the sweep failed: see $(1)/*.log (the report lists its jobs)"
+	$(BIN)/stnlab-report $(1) --out $(6)
+endef
+
 STUDY ?= outputs/study
 study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in parallel (~65 min, 2 cores)
-	mkdir -p $(STUDY)
-	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=R,E \
-	  hydra.sweep.dir=$(STUDY)/R_E $(ARGS) > $(STUDY)/R_E.log 2>&1 & a=$$!; \
-	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=sample_study data.distortion=RTS,P \
-	  hydra.sweep.dir=$(STUDY)/RTS_P $(ARGS) > $(STUDY)/RTS_P.log 2>&1 & b=$$!; \
-	wait $$a; ra=$$?; wait $$b; rb=$$?; \
-	[ $$ra = 0 ] && [ $$rb = 0 ] || echo "a half of the study failed: see $(STUDY)/*.log (the report lists its jobs)"
-	$(BIN)/stnlab-report $(STUDY) --out docs/results
+	$(call halves,$(STUDY),R_E,experiment=sample_study data.distortion=R$(,)E,RTS_P,experiment=sample_study data.distortion=RTS$(,)P,docs/results)
+
+CLUTTERED ?= outputs/cluttered_study
+cluttered: install  ## cluttered MNIST of docs/results.md: CNN vs ST-CNN, 3 seeds (~25 min, 2 cores)
+	$(call halves,$(CLUTTERED),pooled,experiment=cluttered_study,full,experiment=cluttered_study model=st_cnn_att model.st_pool=1,docs/results/cluttered)
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks

@@ -147,7 +147,7 @@ def test_dead_localisation_net_is_reported(make_cfg, caplog):
         trainer.fit(module, datamodule=data)
     hits = [r.getMessage() for r in caplog.records if "applies the same warp" in r.getMessage()]
     assert len(hits) == 1 and "st/params_std = 0 at step 1" in hits[0]
-    assert "module.loc_lr_mult" in hits[0]
+    assert "model.loc_kwargs.norm=true" in hits[0] and "module.loc_lr_mult" in hits[0]
 
 
 def test_label_smoothing_is_in_the_training_loss_only(make_cfg):

@@ -181,13 +181,14 @@ def test_labels_and_paper_figures():
     cfg = {"model": {"num_parallel": 2, "st_at": ["input"]}}
     assert model_label({"model": "STFCN", "transform": "affine"}, cfg)[0] == "2xST-FCN Aff"
     assert model_label({"model": "STCNN", "transform": "similarity"}, None)[0] == \
-        "ST-CNN similarity"
+        "ST-CNN Sim"
     assert model_label({"model": "CNN", "transform": None}, None)[0] == "CNN"
     assert canonical_distortion("T") == "cluttered" and canonical_distortion("rts") == "RTS"
     assert len([k for k in PAPER_ERROR if k[1] in ("R", "RTS", "P", "E")]) == 32
     assert paper_error("ST-CNN TPS", "E") == 1.1 and paper_error("FCN", "RTS") == 5.2
     assert paper_error("ST-CNN Aff", "cluttered") == 1.7 and paper_error("CNN", "cluttered") == 3.5
     assert paper_error("ST-CNN TPS", "cluttered") is None
+    assert paper_error("ST-CNN Att", "cluttered") == 1.7 and paper_error("ST-CNN Att", "R") is None
 
 
 def test_empty_directory_says_so(tmp_path, capsys):

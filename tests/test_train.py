@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from stnlab.evaluate import evaluate
 from stnlab.train import train
@@ -31,6 +32,19 @@ def test_train_then_eval_reproduces_test_metrics(make_cfg):
     again = evaluate(make_cfg("eval", [f"ckpt_path={out}"]))
     assert again["test/acc"] == results["test/acc"]
     assert again["test/loss"] == pytest.approx(results["test/loss"], rel=1e-6)
+
+
+def test_last_checkpoint_is_the_last_epoch_not_the_best(make_cfg):
+    """Lightning's ModelCheckpoint rewrites its last.ckpt only on a new best; stnlab's
+    ``last_checkpoint`` writes it every epoch, so ``ckpt_path=last`` resumes where training
+    stopped, while testing still takes the best epoch."""
+    cfg = make_cfg("train", ["debug=limit", "trainer.max_epochs=3", "optimizer.lr=0",
+                             "scheduler=none", "model=cnn"])
+    results = train(cfg)
+    ckpts = Path(cfg.paths.output_dir) / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert results["ckpt_path"].endswith("best-epoch000.ckpt")
 
 
 def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

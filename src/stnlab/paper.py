@@ -35,7 +35,7 @@ TABLE1: dict[tuple[str, str], float] = {
 }
 
 # Translated + cluttered MNIST, 60x60 canvas, test error % [V]. The notes do not name the
-# transform of the ST rows: paper_error() shows these beside the affine rows (the paper's default).
+# transform of the ST rows: paper_error() shows these beside any linear family's rows.
 CLUTTERED: dict[tuple[str, str], float] = {
     ("FCN", "cluttered"): 13.2,
     ("CNN", "cluttered"): 3.5,
@@ -58,11 +58,12 @@ PAPER_ERROR: dict[tuple[str, str], float] = {**TABLE1, **CLUTTERED, **ADDITION}
 def paper_error(row: str, distortion: str) -> float | None:
     """The paper's test error (%) for a report row and distortion, or None.
 
-    An affine row falls back to the row without a transform name ("ST-CNN Aff" -> "ST-CNN"),
-    for the studies whose figures name no transform.
+    A row with a transform name falls back to the row without one ("ST-CNN Att" -> "ST-CNN")
+    for the studies whose figures name no transform (cluttered, addition).
     """
     if (row, distortion) in PAPER_ERROR:
         return PAPER_ERROR[(row, distortion)]
-    if row.endswith(" Aff"):
-        return PAPER_ERROR.get((row[: -len(" Aff")], distortion))
+    base, _, transform = row.rpartition(" ")
+    if base.startswith(("ST-", "2xST-")) and transform in ("T", "Att", "Sim", "Aff"):
+        return PAPER_ERROR.get((base, distortion))
     return None

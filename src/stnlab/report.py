@@ -45,7 +45,8 @@ from stnlab.paper import CITATION, paper_error
 DISTORTION_ORDER = ("none", "R", "RTS", "P", "E", "cluttered", "addition")
 DISTORTION_ALIASES = {"t": "cluttered", "tc": "cluttered"}
 
-TRANSFORM_ABBREV = {"affine": "Aff", "projective": "Proj", "tps": "TPS"}
+TRANSFORM_ABBREV = {"translation": "T", "attention": "Att", "similarity": "Sim", "affine": "Aff",
+                    "projective": "Proj", "tps": "TPS"}
 TRANSFORM_ORDER = ("translation", "attention", "similarity", "affine", "projective", "tps")
 
 # Overrides that are axes of the table (read from results.json) or do not change the result.

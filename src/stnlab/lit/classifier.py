@@ -126,8 +126,9 @@ class LitClassifier(pl.LightningModule):
                 self._frozen_warned.add(key)
                 log.warning(
                     "%s = 0 at step %d: the spatial transformer applies the same warp to every "
-                    "image; its localisation net's ReLUs died and it will not learn again. Lower "
-                    "module.loc_lr_mult or optimizer.lr.",
+                    "image; its localisation net's ReLUs died and it will not learn again. Batch "
+                    "norm in the localisation net keeps them alive (+model.loc_kwargs.norm=true, "
+                    "as in model=st_cnn_att); or lower module.loc_lr_mult or optimizer.lr.",
                     key, self.global_step,
                 )
 
