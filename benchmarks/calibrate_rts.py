@@ -5,11 +5,13 @@ models as ``stnlab-train``, trained by a bare loop, so a gap between the two poi
 framework's defaults rather than at the model.
 
     python benchmarks/calibrate_rts.py --model st_cnn            # the framework's defaults
-    python benchmarks/calibrate_rts.py --optimizer sgd --lr 0.05 --loc-lr-mult 0.1
+    python benchmarks/calibrate_rts.py --optimizer sgd --lr 0.05 --loc-lr-mult 0.1 --smooth 0
+    python benchmarks/calibrate_rts.py --distortion cluttered --epochs 10 --loc-norm
 
 The defaults mirror ``stnlab-train``'s (Adam, one-cycle peaking at 3e-3, localisation nets at
-the full rate, ST at the canvas's resolution then a 2x average pool); the figures each
-option gave are in docs/results.md.
+the full rate, label smoothing 0.1, ST at the canvas's resolution then a 2x average pool);
+``--distortion cluttered`` runs the same loop on another recipe. The figures each option
+gave are in docs/results.md.
 """
 
 from __future__ import annotations

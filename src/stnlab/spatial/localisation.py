@@ -47,7 +47,8 @@ class ConvLocalisation(nn.Module):
     ``avg-pool(downsample) -> [conv k x k (c_i) -> (max-pool 2 after all but the last) -> ReLU]
     -> FC hidden -> ReLU -> head (num_params)``. Defaults: ``downsample=2, channels=(20, 20),
     kernel_size=5, hidden=20``. Convolutions are 'valid'; one that would not fit the (small)
-    map gets 'same' padding instead.
+    map gets 'same' padding instead. ``norm=True`` adds batch norm after every conv and the
+    hidden FC layer, so no ReLU layer can go dead on a whole batch (cluttered MNIST).
     """
 
     def __init__(
