@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 
 from stnlab.config import CONFIG_DIR, instantiate_dict
-from stnlab.loggers import build_loggers, finish_loggers
-from stnlab.train import build_data_and_module
+from stnlab.run.loggers import build_loggers, finish_loggers
+from stnlab.run.train import build_data_and_module
 
 
 def options(group: str) -> list[str]:
@@ -143,7 +143,7 @@ def test_dead_localisation_net_is_reported(make_cfg, caplog):
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          log_every_n_steps=1)
-    with caplog.at_level("WARNING", logger="stnlab.lit.classifier"):
+    with caplog.at_level("WARNING", logger="stnlab.tasks.base"):
         trainer.fit(module, datamodule=data)
     hits = [r.getMessage() for r in caplog.records if "applies the same warp" in r.getMessage()]
     assert len(hits) == 1 and "st/params_std = 0 at step 1" in hits[0]

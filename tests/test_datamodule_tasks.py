@@ -5,10 +5,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-import stnlab.data.datamodule as datamodule
+import stnlab.data.digits as datamodule
 from stnlab.data import DistortedMNIST, MultiDigitMNIST
 from stnlab.errors import StnlabError
-from stnlab.train import build_data_and_module, train
+from stnlab.run.train import build_data_and_module, train
 
 SMALL = {"val_size": 200, "test_size": 300}
 

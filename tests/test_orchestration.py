@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stnlab.train import train
+from stnlab.run.train import train
 
 
 def run(args, cwd, timeout=600):

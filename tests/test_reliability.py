@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import SequentialSampler
 
-from stnlab.data.datamodule import ResumableLoader, TensorBatches
-from stnlab.lit.preemption import PreemptionCheckpoint
-from stnlab.train import build_data_and_module, train
+from stnlab.callbacks import PreemptionCheckpoint
+from stnlab.data.loading import ResumableLoader, TensorBatches
+from stnlab.run.train import build_data_and_module, train
 
 
 def test_nan_loss_stops_with_the_step_named(tmp_path, data_dir):

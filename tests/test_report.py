@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 import stnlab
-from stnlab.paper import PAPER_ERROR, paper_error
-from stnlab.report import canonical_distortion, main, model_label, report
+from stnlab.cli.report import main
+from stnlab.report import report
+from stnlab.report.paper import PAPER_ERROR, paper_error
+from stnlab.report.tables import canonical_distortion, model_label
 
 CFG_NAME = {("CNN", None): "cnn", ("STCNN", "affine"): "st_cnn", ("FCN", None): "fcn",
             ("STFCN", "tps"): "st_fcn_tps"}

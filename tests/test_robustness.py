@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from stnlab.analysis.robustness import warp_digits
+from stnlab.cli.robustness import main
 from stnlab.data import DistortedMNIST
-from stnlab.robustness import main, warp_digits
-from stnlab.train import train
+from stnlab.run.train import train
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +54,31 @@ def test_cli_names_a_missing_run(tmp_path, capsys):
         main([str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_clutter_counts_change_only_the_clutter(digits):
+    from stnlab.analysis.robustness import clutter_digits
+    from stnlab.data.distortions import make_distortion
+
+    recipe = make_distortion("cluttered").params()
+    none, four, sixteen = clutter_digits(digits, recipe, [0, 4, 16])
+    assert none.shape == (50, 1, 60, 60)
+    # no clutter: exactly the digit's own ink, at the same place for every count
+    assert torch.allclose(none.sum((1, 2, 3)), digits.float().div(255).sum((1, 2)), atol=1e-3)
+    assert (four >= none).all() and (sixteen >= four).all()  # patches only add ink (max)
+    assert (sixteen.sum((1, 2, 3)) > four.sum((1, 2, 3))).float().mean() > 0.9
+
+
+def test_clutter_curve_of_a_cluttered_run_and_refusal_for_others(make_cfg, tmp_path, capsys):
+    cfg = make_cfg("train", ["debug=limit", "model=cnn", "data.distortion=cluttered",
+                             "data.val_size=100", "data.test_size=100"])
+    run = Path(train(cfg)["output_dir"])
+    out = tmp_path / "rob"
+    assert main([str(run), "--kind", "clutter", "--out", str(out)]) == 0
+    rows = list(csv.reader((out / "robustness_clutter.csv").open()))
+    assert rows[0] == ["run", "0.0", "4.0", "8.0", "16.0"]
+    assert rows[1][0] == "CNN (cluttered, seed 0)"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(run), "--kind", "rotation", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "cluttered runs take --kind clutter" in capsys.readouterr().err

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stnlab.evaluate import evaluate
-from stnlab.train import train
+from stnlab.run.evaluate import evaluate
+from stnlab.run.train import train
 
 
 @pytest.mark.parametrize("model", ["cnn", "st_cnn", "fcn", "st_fcn"])
@@ -79,7 +79,7 @@ def test_corrupt_data_file_is_one_clear_message(tmp_path):
 
 def test_ckpt_path_auto_resumes_only_when_there_is_a_checkpoint(tmp_path):
     from stnlab.errors import CheckpointNotFoundError
-    from stnlab.train import resolve_ckpt_path
+    from stnlab.run.train import resolve_ckpt_path
 
     assert resolve_ckpt_path("auto", tmp_path) is None  # a new job starts fresh
     with pytest.raises(CheckpointNotFoundError, match="checkpoint not found"):

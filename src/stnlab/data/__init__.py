@@ -1,7 +1,14 @@
-"""Data: MNIST sources, distortion recipes and the LightningDataModules built from them."""
+"""Data: MNIST and SVHN sources, distortion recipes and the LightningDataModules built on them.
 
-from stnlab.data.datamodule import DigitDataModule, DistortedMNIST, MultiDigitMNIST
+``digits`` holds the shared DataModule machinery (split, fixed evaluation sets, seeded training
+stream), ``loading`` the datasets and loaders under it; each task's DataModule has its own
+module (``distorted``, ``multidigit``); ``distortions`` the recipes, one family a module.
+"""
+
+from stnlab.data.digits import DigitDataModule
+from stnlab.data.distorted import DistortedMNIST
 from stnlab.data.mnist import DataSourceError, Digits, download, load_idx, load_sample, read_idx
+from stnlab.data.multidigit import MultiDigitMNIST
 from stnlab.data.svhn import SVHNSequences, load_svhn, read_digit_struct
 
 __all__ = ["DataSourceError", "DigitDataModule", "Digits", "DistortedMNIST", "MultiDigitMNIST",

@@ -1,4 +1,7 @@
-"""Where the Hydra configs live, and how config nodes become objects."""
+"""Where the Hydra configs live, and how config nodes become objects.
+
+``schema`` types every config node from its constructor; ``legacy`` maps the ``_target_``
+names of older checkpoints to today's."""
 
 from __future__ import annotations
 
@@ -15,11 +18,11 @@ log = logging.getLogger(__name__)
 
 def config_dir() -> str:
     """The packaged configs (``stnlab/conf`` in a wheel), else the repository's top-level conf/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent.parent / "conf"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "conf", package.parent.parent / "conf"):
         if (candidate / "train.yaml").exists():
             return str(candidate)
-    raise FileNotFoundError(f"stnlab configs not found next to {here}; reinstall the package")
+    raise FileNotFoundError(f"stnlab configs not found next to {package}; reinstall the package")
 
 
 CONFIG_DIR = config_dir()
@@ -50,7 +53,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _register() -> None:
-    from stnlab.schema import register_schemas
+    from stnlab.config.schema import register_schemas
 
     register_schemas(CONFIG_DIR)
     # The launch directory; unlike ${hydra:runtime.cwd} it also resolves before a multirun's

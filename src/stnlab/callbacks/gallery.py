@@ -41,6 +41,11 @@ class STGallery(pl.Callback):
             return None
         return data.val_set.tensors[0][: self.num_images].to(device)
 
+    def _boxes(self, trainer: pl.Trainer) -> torch.Tensor | None:
+        """The digits' boxes of the drawn images, where the data keeps them (evaluation only)."""
+        boxes = getattr(trainer.datamodule, "boxes", {}).get("val")
+        return None if boxes is None else boxes[: self.num_images]
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
@@ -64,7 +69,7 @@ class STGallery(pl.Callback):
         finally:
             for h in hooks:
                 h.remove()
-        figure = self.draw(sts, captured)
+        figure = self.draw(sts, captured, self._boxes(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{epoch:03d}.png"
         figure.savefig(path, dpi=80)
@@ -75,7 +80,9 @@ class STGallery(pl.Callback):
             elif name == "WandbLogger":
                 logger.log_image("st/gallery", [str(path)], step=trainer.global_step)
 
-    def draw(self, sts, captured) -> Figure:
+    def draw(self, sts, captured, boxes: torch.Tensor | None = None) -> Figure:
+        """Inputs (each transformer's sampled region outlined, the digit's box dashed where
+        ``boxes`` are known) beside each transformer's output."""
         # A bare Figure (no pyplot): draws off-screen without touching the process's backend,
         # so importing stnlab does not switch a notebook's inline plots off.
         n = next(iter(captured.values()))[0].shape[0]
@@ -88,6 +95,11 @@ class STGallery(pl.Callback):
             for row in range(n):
                 if i == 0:
                     axes[row, 0].imshow(u[row, 0].cpu(), cmap="gray")
+                    if boxes is not None:
+                        x0, y0, x1, y1 = (float(v) for v in boxes[row])
+                        axes[row, 0].plot([x0 - .5, x1 + .5, x1 + .5, x0 - .5, x0 - .5],
+                                          [y0 - .5, y0 - .5, y1 + .5, y1 + .5, y0 - .5],
+                                          "--", color="yellow", lw=0.8)
                 outline = grid_outline(grid[row].cpu(), u.shape[-2], u.shape[-1])
                 axes[row, 0].plot(outline[:, 0], outline[:, 1], lw=1)
                 axes[row, 1 + i].imshow(v[row, 0].cpu(), cmap="gray")

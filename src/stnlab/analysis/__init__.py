@@ -1,0 +1,1 @@
+"""Looking at recipes and trained runs: distortion previews, robustness curves."""

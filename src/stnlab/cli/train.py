@@ -1,0 +1,38 @@
+"""``stnlab-train [overrides]``: compose the config and train (``stnlab.run.train.train``).
+
+DDP: Lightning's ``ddp`` launcher starts ranks > 0 by re-running the command line, which under a
+Hydra multirun would re-run the whole sweep. A child process therefore trains the job its rank 0
+published (``stnlab.run.distributed``), skipping Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from stnlab.cli import run_reporting_errors
+from stnlab.config import CONFIG_DIR
+from stnlab.run.distributed import JOB_CONFIG_ENV, is_ddp_child
+from stnlab.run.train import train
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
+    results = run_reporting_errors(train, cfg)
+    return results.get("val/acc_best")  # the value an Optuna sweep maximises
+
+
+def main() -> None:
+    """Console entry point: a DDP child trains its parent's job; anything else goes to Hydra."""
+    if is_ddp_child():
+        logging.basicConfig(level=logging.INFO)
+        run_reporting_errors(train, OmegaConf.load(os.environ[JOB_CONFIG_ENV]))
+        return
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()
