@@ -10,7 +10,7 @@ ARGS ?=
 , := ,
 STAMP := $(VENV)/.installed
 
-.PHONY: help install train eval test test-fast study cluttered lint format clean
+.PHONY: help install train eval test test-fast study cluttered addition multidigit coloc lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,8 +52,24 @@ study: install  ## the accuracy study of docs/results.md: 96 jobs, two halves in
 	$(call halves,$(STUDY),R_E,experiment=sample_study data.distortion=R$(,)E,RTS_P,experiment=sample_study data.distortion=RTS$(,)P,docs/results)
 
 CLUTTERED ?= outputs/cluttered_study
-cluttered: install  ## cluttered MNIST of docs/results.md: CNN vs ST-CNN, 3 seeds (~25 min, 2 cores)
-	$(call halves,$(CLUTTERED),pooled,experiment=cluttered_study,full,experiment=cluttered_study model=st_cnn_att model.st_pool=1,docs/results/cluttered)
+cluttered: install  ## cluttered MNIST of docs/results.md: CNN, FCN, ST-CNN, ST-FCN, 3 seeds (~35 min, 2 cores)
+	$(call halves,$(CLUTTERED),baselines,experiment=cluttered_study,st,experiment=cluttered_study model=st_cnn_att trainer.max_epochs=45,docs/results/cluttered)
+	OMP_NUM_THREADS=1 $(BIN)/stnlab-train experiment=cluttered_study model=st_fcn_att optimizer.lr=1e-3 hydra.sweep.dir=$(CLUTTERED)/st_fcn $(ARGS) > $(CLUTTERED)/st_fcn.log 2>&1
+	$(BIN)/stnlab-report $(CLUTTERED) --out docs/results/cluttered
+
+ADDITION ?= outputs/addition_study
+addition: install  ## MNIST addition of docs/results.md: 6 models x 3 seeds (~50 min, 2 cores)
+	$(call halves,$(ADDITION),single,experiment=addition_study,double,experiment=addition_study model=st_fcn$(,)st_cnn model.num_parallel=2,docs/results/addition)
+
+MULTIDIGIT ?= outputs/multidigit_study
+multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 models x 3 seeds (~50 min, 2 cores)
+	$(call halves,$(MULTIDIGIT),cnn_single,experiment=multidigit model=seq_cnn$(,)seq_st_cnn_single,multi,experiment=multidigit model=seq_st_cnn_multi,docs/results/multidigit)
+	$(BIN)/stnlab-report $(MULTIDIGIT) --metric test/seq_error --out docs/results/multidigit
+
+COLOC ?= outputs/coloc_study
+coloc: install  ## co-localisation of docs/results.md: 10 digit classes, translated and cluttered (~25 min, 2 cores)
+	$(call halves,$(COLOC),translated,experiment=coloc,cluttered,experiment=coloc data.num_clutter=16,docs/results/coloc)
+	$(BIN)/stnlab-report $(COLOC) --metric test/iou_0.5 --out docs/results/coloc
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks

@@ -65,7 +65,8 @@ def test_fixed_sets_carry_boxes_only_where_there_is_one_digit_a_canvas(tmp_path)
 def test_untrained_transformer_iou_is_box_area_over_canvas_area(make_cfg):
     """With a learning rate of 0 the transformer stays the identity: it samples the whole
     canvas, so its IoU with each box is the box's share of the canvas."""
-    cfg = make_cfg("train", ["debug=limit", "model=st_cnn_att", "data.distortion=cluttered",
+    cfg = make_cfg("train", ["debug=limit", "model=st_cnn_att", "model.st_init_scale=1",
+                             "data.distortion=cluttered",
                              "data.val_size=100", "data.test_size=100", "optimizer.lr=0",
                              "scheduler=none"])
     results = train(cfg)

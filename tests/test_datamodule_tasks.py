@@ -137,7 +137,7 @@ def test_multidigit_training_batches(data_dir):
 
 def test_multidigit_is_refused_by_the_classifier(make_cfg):
     with pytest.raises(StnlabError, match="LitClassifier"):
-        build_data_and_module(make_cfg("train", ["data=multidigit"]))
+        build_data_and_module(make_cfg("train", ["data=multidigit", "module=classifier"]))
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -69,7 +69,8 @@ def _inputs(name: str, digits: torch.Tensor) -> torch.Tensor:
 
 
 def test_registry_names_and_types():
-    assert set(DISTORTIONS) == {"none", "R", "RTS", "P", "E", "cluttered", "addition"}
+    assert set(DISTORTIONS) == {"none", "R", "RTS", "P", "E", "cluttered", "addition",
+                                "volumetric"}
     assert ALIASES == {"T": "cluttered"}
     assert isinstance(make_distortion("T"), Cluttered)
     for name in DISTORTIONS:

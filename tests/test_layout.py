@@ -77,9 +77,9 @@ def test_upgrade_targets_maps_nested_nodes_and_leaves_the_rest():
 def test_a_data_task_the_module_does_not_train_is_refused_naming_the_module(make_cfg):
     from stnlab.errors import StnlabError
 
-    match = "sequence targets.*LitClassifier trains classification.*none in conf.module"
+    match = "sequence targets.*LitClassifier trains classification.*module=sequence"
     with pytest.raises(StnlabError, match=match):
-        build_data_and_module(make_cfg("train", ["data=multidigit"]))
+        build_data_and_module(make_cfg("train", ["data=multidigit", "module=classifier"]))
 
 
 @pytest.mark.parametrize("module", ["stnlab.train", "stnlab.evaluate", "stnlab.preview"])
@@ -88,3 +88,10 @@ def test_the_documented_python_m_commands_still_answer(module):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert ("stnlab-preview" if module.endswith("preview") else "== Config ==") in proc.stdout
+
+
+def test_a_volume_model_on_images_is_refused_naming_the_models_that_fit(make_cfg):
+    from stnlab.errors import StnlabError
+
+    with pytest.raises(StnlabError, match="CNN3D takes volumes.*gives images.*data=volumetric"):
+        build_data_and_module(make_cfg("train", ["model=cnn3d"]))

@@ -19,7 +19,7 @@ from stnlab.run.train import build_data_and_module, train
 
 def test_nan_loss_stops_with_the_step_named(tmp_path, data_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "stnlab.train", "debug=limit", "model=cnn", "optimizer.lr=inf",
+        [sys.executable, "-m", "stnlab.train", "debug=limit", "model=cnn", "optimizer.lr=1e30",
          "scheduler=none", f"paths.data_dir={data_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 2

@@ -7,3 +7,8 @@ class StnlabError(RuntimeError):
 
 class CheckpointNotFoundError(StnlabError, FileNotFoundError):
     """``ckpt_path`` points at nothing usable."""
+
+
+class ConfigValueError(StnlabError, ValueError):
+    """A config value out of its allowed range or choices (``stnlab.config.validate``); the
+    message names the full key, the value given and what is allowed."""

@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from stnlab.spatial import spatial_transformers
+from stnlab.spatial.region import sampled_region
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ def grid_outline(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
 class STGallery(pl.Callback):
     """Every ``every_n_epochs``, draw inputs beside each transformer's output, grid outlined.
 
-    Writes ``<dirpath>/epoch_NNN.png`` and logs the figure to TensorBoard and W&B loggers. Only
-    transformers that act on the image (not on deeper feature maps) are drawn.
+    Writes ``<dirpath>/epoch_NNN.png`` and logs the figure to TensorBoard and W&B loggers. Every
+    transformer is drawn: those on the image by their output (each channel), deeper ones by
+    their mean feature map and their region outlined on the image (``draw``).
     """
 
     def __init__(self, dirpath: str = "gallery", every_n_epochs: int = 5, num_images: int = 8):
@@ -56,20 +58,9 @@ class STGallery(pl.Callback):
         images = self._batch(trainer, pl_module.device)
         if images is None:
             return
-        sts = [st for st in spatial_transformers(pl_module) if st.in_channels == images.shape[1]]
-        if not sts:
+        figure = self.render(pl_module, images, self._boxes(trainer))
+        if figure is None:
             return
-        captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        hooks = [st.register_forward_hook(
-            lambda m, args, out, i=i: captured.__setitem__(i, (args[0].detach(), out.detach())))
-            for i, st in enumerate(sts)]
-        try:
-            with torch.no_grad():
-                pl_module(images)
-        finally:
-            for h in hooks:
-                h.remove()
-        figure = self.draw(sts, captured, self._boxes(trainer))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{epoch:03d}.png"
         figure.savefig(path, dpi=80)
@@ -80,34 +71,110 @@ class STGallery(pl.Callback):
             elif name == "WandbLogger":
                 logger.log_image("st/gallery", [str(path)], step=trainer.global_step)
 
-    def draw(self, sts, captured, boxes: torch.Tensor | None = None) -> Figure:
-        """Inputs (each transformer's sampled region outlined, the digit's box dashed where
-        ``boxes`` are known) beside each transformer's output."""
+    def render(self, pl_module, images: torch.Tensor,
+               boxes: torch.Tensor | None = None) -> Figure | None:
+        """The gallery of ``pl_module``'s transformers on ``images`` (None without any)."""
+        sts = spatial_transformers(pl_module)
+        if not sts:
+            return None
+        captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        hooks = [st.register_forward_hook(
+            lambda m, args, out, i=i: captured.__setitem__(i, (args[0].detach(), out.detach())))
+            for i, st in enumerate(sts)]
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                pl_module(images)
+        finally:
+            pl_module.train(was_training)
+            for h in hooks:
+                h.remove()
+        return self.draw(sts, captured, boxes, images)
+
+    def draw(self, sts, captured, boxes: torch.Tensor | None = None,
+             images: torch.Tensor | None = None) -> Figure:
+        """Each input channel (every transformer's sampled region outlined, the digit's box
+        dashed where ``boxes`` are known) beside each transformer's output.
+
+        A transformer on the image shows its output, one column a channel (MNIST addition: does
+        each attend to one digit?). A deeper one (on a feature map) shows the channel mean of
+        its output, and its region on the image: its outline mapped back through the
+        transformers before it (``series_regions``; conv and pooling keep the normalised frame).
+        """
         # A bare Figure (no pyplot): draws off-screen without touching the process's backend,
         # so importing stnlab does not switch a notebook's inline plots off.
-        n = next(iter(captured.values()))[0].shape[0]
-        cols = 1 + len(sts)
+        u0 = images if images is not None else captured[0][0]
+        n, channels, height, width = u0.shape
+        on_image = [tuple(captured[i][0].shape[1:]) == tuple(u0.shape[1:]) for i in
+                    range(len(sts))]
+        regions = series_regions(sts, on_image)
+        cols = channels + sum(channels if on_image[i] else 1 for i in range(len(sts)))
         fig = Figure(figsize=(1.6 * cols, 1.6 * n))
         axes = fig.subplots(n, cols, squeeze=False)
-        for i, st in enumerate(sts):
-            u, v = captured[i]
-            grid = st.transform.grid(st.last_params, st.out_size)
-            for row in range(n):
-                if i == 0:
-                    axes[row, 0].imshow(u[row, 0].cpu(), cmap="gray")
-                    if boxes is not None:
-                        x0, y0, x1, y1 = (float(v) for v in boxes[row])
-                        axes[row, 0].plot([x0 - .5, x1 + .5, x1 + .5, x0 - .5, x0 - .5],
-                                          [y0 - .5, y0 - .5, y1 + .5, y1 + .5, y0 - .5],
-                                          "--", color="yellow", lw=0.8)
-                outline = grid_outline(grid[row].cpu(), u.shape[-2], u.shape[-1])
-                axes[row, 0].plot(outline[:, 0], outline[:, 1], lw=1)
-                axes[row, 1 + i].imshow(v[row, 0].cpu(), cmap="gray")
-        axes[0, 0].set_title("input", fontsize=8)
+        colors = [f"C{i % 10}" for i in range(len(sts))]
+        for row in range(n):
+            for c in range(channels):
+                ax = axes[row, c]
+                ax.imshow(u0[row, c].cpu(), cmap="gray")
+                if boxes is not None:
+                    x0, y0, x1, y1 = (float(v) for v in boxes[row])
+                    ax.plot([x0 - .5, x1 + .5, x1 + .5, x0 - .5, x0 - .5],
+                            [y0 - .5, y0 - .5, y1 + .5, y1 + .5, y0 - .5],
+                            "--", color="yellow", lw=0.8)
+                for i, poly in enumerate(regions):
+                    if poly is not None:
+                        pts = to_pixels(torch.cat([poly[row], poly[row, :1]]).cpu(), height,
+                                        width)
+                        ax.plot(pts[:, 0], pts[:, 1], lw=1, color=colors[i])
+        titles = [f"input ch {c}" if channels > 1 else "input" for c in range(channels)]
+        title_colors = ["black"] * channels
+        col = channels
         for i in range(len(sts)):
-            axes[0, 1 + i].set_title(f"ST {i}" if len(sts) > 1 else "ST output", fontsize=8)
+            v = captured[i][1]
+            name = f"ST {i}" if len(sts) > 1 else "ST output"
+            shown = ([v[:, c] for c in range(v.shape[1])] if on_image[i]
+                     else [v.float().mean(1)])
+            for c, img in enumerate(shown):
+                for row in range(n):
+                    axes[row, col].imshow(img[row].cpu(), cmap="gray")
+                titles.append(f"{name} ch {c}" if on_image[i] and channels > 1 else
+                              name if on_image[i] else f"{name} (mean map)")
+                title_colors.append(colors[i])  # the colour of its outline on the input
+                col += 1
+        for c, (title, color) in enumerate(zip(titles, title_colors, strict=True)):
+            axes[0, c].set_title(title, fontsize=8, color=color)
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
         fig.tight_layout()
         return fig
+
+
+def series_regions(sts, on_image: list[bool]) -> list[torch.Tensor | None]:
+    """Per transformer, the polygon ``(B, K, 2)`` (normalised image coordinates) it samples, for
+    transformers on the image and those in series after them: a deeper one's outline is mapped
+    back through every earlier transformer (the frame of its feature map is the previous
+    transformer's output frame). ``None`` where that is ambiguous (after parallel ones)."""
+    regions: list[torch.Tensor | None] = []
+    chain: list = []  # the transformers in series so far, outermost first
+    for st, image_level in zip(sts, on_image, strict=True):
+        poly = sampled_region(st.transform, st.last_params.float())
+        if image_level:
+            regions.append(poly)
+            chain = [st]
+            continue
+        parallel = sum(on_image) > 1 or any(
+            other is not st and other.in_size == st.in_size
+            and other.in_channels == st.in_channels for other in sts)
+        for prev in reversed(chain):
+            poly = prev.transform.points(prev.last_params.float(), poly)
+        regions.append(None if parallel else poly)
+        chain.append(st)
+    return regions
+
+
+def to_pixels(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Normalised ``(N, 2)`` points -> pixel coordinates (``align_corners=False``)."""
+    return torch.stack([((points[:, 0] + 1) * width - 1) / 2,
+                        ((points[:, 1] + 1) * height - 1) / 2], dim=1)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stnlab.report import report
+from stnlab.cli.args import ArgumentParser
+from stnlab.report import collect, report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="stnlab-report",
         description="Tabulate a stnlab sweep (multirun directory) against the paper's figures: "
                     "report.md, report.csv, jobs.csv, error_by_model.png, curves.png.")
@@ -23,16 +24,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="results.json key to tabulate (default: test/error)")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.dirs[0]
+    for d in args.dirs:  # checked before anything is written
+        if not d.is_dir():
+            parser.error(f"{d}: {'not a directory' if d.exists() else 'no such directory'}; "
+                         "give a multirun directory (outputs/<task>/multiruns/<date>) or a job's")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; give a directory")
+    jobs = collect(args.dirs)
+    if not jobs:
+        print("stnlab-report: no job directories found (a job has .hydra/ or results.json) "
+              f"under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 1
+    metrics = sorted({k for j in jobs for k, v in (j.results or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v)})
+    if metrics and args.metric not in metrics:
+        parser.error(f"--metric {args.metric!r} is in no job's results.json; "
+                     f"one of: {', '.join(metrics)}")
     rep = report(args.dirs, out, args.metric)
     done = sum(j.value is not None for j in rep.jobs)
     bad = len(rep.jobs) - done
     print(f"stnlab-report: {len(rep.jobs)} job(s), {done} in the table"
           + (f", {bad} failed/missing (listed in the report)" if bad else "")
           + f" -> {out / 'report.md'}")
-    if not rep.jobs:
-        print("stnlab-report: no job directories found (a job has .hydra/ or results.json)",
-              file=sys.stderr)
-        return 1
     return 0
 
 

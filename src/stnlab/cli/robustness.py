@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from stnlab.analysis.robustness import DEFAULT_VALUES, run_curve, write_curves
+from stnlab.cli.args import ArgumentParser, finite_float
 from stnlab.errors import StnlabError
+from stnlab.run.evaluate import find_checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="stnlab-robustness",
         description="Test error of trained runs against the rotation angle, the scale or "
                     "(cluttered runs) the clutter of the "
                     "test digits: one curve per run, written as CSV and PNG.")
     parser.add_argument("runs", nargs="+", help="run directories or .ckpt files")
     parser.add_argument("--kind", choices=sorted(DEFAULT_VALUES), default="rotation")
-    parser.add_argument("--values", type=float, nargs="+", default=None,
+    parser.add_argument("--values", type=finite_float, nargs="+", default=None,
                         help="angles in degrees, scale factors or clutter patch counts "
                              "(default: 0-180 by 15 / 0.5-1.5 / 0 4 8 16)")
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder")
@@ -31,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.kind == "clutter" and any(v < 0 or v != int(v) for v in values):
         parser.error(f"--values: clutter patch counts must be whole numbers >= 0, got {values}")
     try:
+        for run in args.runs:  # every run exists before the first curve is computed
+            find_checkpoint(run)
         curves: dict[str, list[float]] = {}
         for run in args.runs:
             label, errors = run_curve(run, args.kind, values)

@@ -2,8 +2,9 @@
 
 - Validation and test examples are made once with a fixed seed and cached on disk, keyed by
   everything that defines them, so example ``i`` is identical in every run, process and model.
-- Training examples are made afresh every epoch, on the device, batch by batch, from a seed
-  derived from (run seed, epoch, batch indices): reproducible, and independent of workers/ranks.
+- Training examples are made afresh every epoch, on the device (or in the DataLoader's
+  workers: ``distort_on``), batch by batch, from a seed derived from (run seed, epoch, batch
+  indices): reproducible, and independent of workers/ranks.
 
 An example is made from a *group* of digits: digit ``i`` of a split followed by
 ``group_size - 1`` seeded random partners from the same split (other digits than ``i``).
@@ -14,6 +15,7 @@ partners are fixed for the evaluation sets and re-drawn every epoch for training
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,6 +29,7 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 from stnlab.data.loading import (
+    EpochCollate,
     EpochShuffle,
     ResumableLoader,
     TensorBatches,
@@ -48,6 +51,10 @@ the other digits of a chunk (and every chunk continues one generator), so the ch
 part of the fixed sets' cache key."""
 
 
+DISTORT_ON = ("device", "workers")
+"""Where the training examples are made: see ``DigitDataModule``'s ``distort_on``."""
+
+
 class DigitDataModule(pl.LightningDataModule):
     """The shared machinery: MNIST source, train/val/test split, cached fixed evaluation sets,
     loaders and the seeded on-device training stream. Subclasses say what an example is.
@@ -64,6 +71,11 @@ class DigitDataModule(pl.LightningDataModule):
             training digits, test is the official 10k (None: all of it, else its first N).
         split_seed: the seed of the train/val/test split; eval_seed: of the fixed sets.
         seed: the run's seed, which drives the training examples.
+        distort_on: where the training examples are made. ``device`` (default): after the raw
+            digits reach the training device (``on_after_batch_transfer``), fast on a GPU.
+            ``workers``: in the training DataLoader's collate function, so ``num_workers > 0``
+            processes make them in parallel (CPU machines, or a GPU kept busy by the model).
+            Same seeds, same examples either way; validation and test sets are unchanged.
     """
 
     group_size = 1
@@ -85,8 +97,14 @@ class DigitDataModule(pl.LightningDataModule):
         eval_seed: int = 1234,
         seed: int = 0,
         cache: bool = True,
+        distort_on: str = "device",
     ):
         super().__init__()
+        if distort_on not in DISTORT_ON:
+            raise ValueError(f"data.distort_on={distort_on!r} is not one of "
+                             f"{', '.join(DISTORT_ON)}: use device (on the training device, "
+                             "the default) or workers (in the DataLoader's worker processes)")
+        self.distort_on = distort_on
         self.data_dir = Path(data_dir)
         self.source = source
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -232,9 +250,10 @@ class DigitDataModule(pl.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def _loader(self, dataset, batch_size: int, sampler: Sampler,
-                cls: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
+                cls: type[DataLoader] = DataLoader, collate_fn=keep_batched,
+                **kwargs) -> DataLoader:
         return cls(dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
-                   collate_fn=keep_batched, persistent_workers=self.num_workers > 0, **kwargs)
+                   collate_fn=collate_fn, persistent_workers=self.num_workers > 0, **kwargs)
 
     def _eval_sampler(self, dataset) -> Sampler:
         """Under DDP each evaluation example goes to exactly one rank (no padding duplicates)."""
@@ -245,9 +264,20 @@ class DigitDataModule(pl.LightningDataModule):
         return SequentialSampler(dataset)
 
     def train_dataloader(self) -> DataLoader:
+        extra = {}
+        if self.distort_on == "workers":
+            worker = copy.copy(self)  # what the workers get: no trainer (never pickled with it)
+            worker.trainer = None
+            extra = {"collate_fn": EpochCollate(worker.distort_train_batch),
+                     "epoch": self._train_epoch}
         return self._loader(self.train_set, self.batch_size,
                             EpochShuffle(len(self.train_set), self.seed),
-                            ResumableLoader, position=self._train_batches_done)
+                            ResumableLoader, position=self._train_batches_done, **extra)
+
+    def _train_epoch(self) -> int:
+        """The epoch whose training examples are being made (the seed of ``distort_on=workers``;
+        the device path reads the same counter in ``on_after_batch_transfer``)."""
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _train_batches_done(self) -> int:
         """Batches of the epoch under way already trained: Lightning's counter, restored from
@@ -283,7 +313,6 @@ class DigitDataModule(pl.LightningDataModule):
         return self.make_examples(images.float().div_(255), labels, gen)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if len(batch) == 3:
-            epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            return self.distort_train_batch(batch, epoch)
+        if len(batch) == 3 and self.distort_on == "device":  # workers: made in the loader
+            return self.distort_train_batch(batch, self._train_epoch())
         return batch

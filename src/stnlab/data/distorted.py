@@ -38,11 +38,13 @@ class DistortedMNIST(DigitDataModule):
         eval_seed: int = 1234,
         seed: int = 0,
         cache: bool = True,
+        distort_on: str = "device",
     ):
         super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers,
                          val_size=val_size, test_size=test_size, split_seed=split_seed,
-                         eval_seed=eval_seed, seed=seed, cache=cache)
+                         eval_seed=eval_seed, seed=seed, cache=cache,
+                         distort_on=distort_on)
         if distortion_params is not None and not isinstance(distortion_params, Mapping):
             raise ValueError(f"distortion_params={distortion_params!r} must be a mapping of "
                              "parameters, e.g. data.distortion_params={scale:[0.8,1.0]}")

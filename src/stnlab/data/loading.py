@@ -59,14 +59,19 @@ class ResumableLoader(DataLoader):
 
     Iterating starts at the first ``next``, not at ``iter``: Lightning creates an epoch's
     iterator before it calls the sampler's ``set_epoch`` and restores its counters (and worker
-    processes would draw their first indices at ``iter``).
+    processes would draw their first indices at ``iter``). Then, with ``epoch``, a collate
+    function that has ``set_epoch`` (``EpochCollate``) is told the epoch under way.
     """
 
-    def __init__(self, *args, position: Callable[[], int] | None = None, **kwargs):
+    def __init__(self, *args, position: Callable[[], int] | None = None,
+                 epoch: Callable[[], int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.position = position or (lambda: 0)
+        self.epoch = epoch
 
     def __iter__(self):
+        if self.epoch is not None and hasattr(self.collate_fn, "set_epoch"):
+            self.collate_fn.set_epoch(self.epoch())  # before any worker sees this epoch's indices
         batches = super().__iter__()
         for _ in range(self.position()):
             next(batches, None)
@@ -84,6 +89,26 @@ class ResumableLoader(DataLoader):
 
 def keep_batched(batch):
     return list(batch)
+
+
+class EpochCollate:
+    """A ``collate_fn`` that makes each batch with ``fn(batch, epoch)`` where the loader runs it:
+    in its worker processes when ``num_workers > 0`` (``data.distort_on=workers``).
+
+    The epoch lives in a shared-memory tensor that ``ResumableLoader`` sets before an epoch's
+    first batch is requested, so persistent workers, started once, see every epoch's number.
+    ``fn`` must not need the trainer (workers hold a copy of it, made when they start).
+    """
+
+    def __init__(self, fn: Callable[[Any, int], Any]):
+        self.fn = fn
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def __call__(self, batch):
+        return list(self.fn(batch, int(self._epoch)))
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -20,9 +20,9 @@ class MultiDigitMNIST(DigitDataModule):
     targets (B, 1 + max_length) int64)``: column 0 is the length, then the digits, ``blank``
     (10) after the sequence's end (SVHN's convention).
 
-    Not for ``LitClassifier`` / ``stnlab-train``: they train single-label classifiers, and this
-    task has one label per digit position (``num_classes`` = 11 per position, blank included)
-    plus the length. Use it from a sequence model's own LightningModule.
+    One label per digit position (``num_classes`` = 11 per position, blank included) plus the
+    length: ``stnlab.tasks.LitSequence`` trains it (``data=multidigit`` selects
+    ``module=sequence``) with the sequence models of ``stnlab.models.sequence``.
     """
 
     task = "sequence"
@@ -48,11 +48,13 @@ class MultiDigitMNIST(DigitDataModule):
         eval_seed: int = 1234,
         seed: int = 0,
         cache: bool = True,
+        distort_on: str = "device",
     ):
         super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers,
                          val_size=val_size, test_size=test_size, split_seed=split_seed,
-                         eval_seed=eval_seed, seed=seed, cache=cache)
+                         eval_seed=eval_seed, seed=seed, cache=cache,
+                         distort_on=distort_on)
         for field, value in (("min_length", min_length), ("max_length", max_length),
                              ("blank", blank)):
             if isinstance(value, bool) or not isinstance(value, int):

@@ -24,7 +24,9 @@ def ints(x: int | Sequence[int]) -> tuple[int, ...]:
 
 
 class _Model(nn.Module):
-    """Shared helpers of every stnlab model."""
+    """Shared helpers of every stnlab model; ``input_ndim``: 2 for images, 3 for volumes."""
+
+    input_ndim = 2
 
     def spatial_transformers(self) -> list[SpatialTransformer]:
         return spatial_transformers(self)
@@ -77,6 +79,9 @@ class _SmallInputConvFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
+        # under autocast (bf16-mixed) the forward ran in bf16 on float32 inputs: the gradients
+        # are computed in the parameters' dtype, as autograd's own conv backward returns them
+        grad_out, x = grad_out.to(weight.dtype), x.to(weight.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = _input_grad_depthwise(grad_out, weight, ctx.padding)

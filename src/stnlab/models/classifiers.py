@@ -43,7 +43,8 @@ class STCNN(_Model):
     Several positions put transformers in series; ``num_parallel`` = N puts N independent
     transformers at every position, their outputs concatenated on channels (the paper's
     2x / 4x ST-CNN). ``st_pool`` > 1 average-pools the input ST's output; ``None`` follows
-    the paper (``st_pool_for``: 42x42 RTS -> 21x21).
+    the paper (``st_pool_for``: 42x42 RTS -> 21x21). ``st_init_scale`` < 1 starts every
+    transformer on a centred crop (``SpatialTransformer(init_scale=...)``); 1 = identity.
 
     Defaults match the paper's ST-CNN: affine ST at the input's resolution, then on a
     42x42 canvas a 2x average pool; the paper's conv localisation net on the 2x downsampled
@@ -68,6 +69,7 @@ class STCNN(_Model):
         bound: bool = False,
         grid_size: int = 4,
         loc_kwargs: dict | None = None,
+        st_init_scale: float = 1.0,
         channels: int | Sequence[int] = (32, 64),
         kernel_sizes: int | Sequence[int] = (9, 7),
         pool: int = 2,
@@ -87,7 +89,7 @@ class STCNN(_Model):
         st_common = dict(
             transform=transform, sampling=sampling, padding=padding, loc=loc,
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
-            loc_kwargs=loc_kwargs,
+            loc_kwargs=loc_kwargs, init_scale=st_init_scale,
         )
         h, w = size2(in_size)
         c = int(in_channels)
@@ -130,6 +132,7 @@ class STFCN(_Model):
     ``st_at`` accepts only ``"input"`` (kept for a config shape shared with ``STCNN``).
     Defaults: affine ST at the input's resolution (2x average pool on a 42x42 canvas, as
     ``STCNN``), loc net FC 32 -> FC 32 -> regression, FCN widths ``(64, 64)``.
+    ``st_init_scale`` as in ``STCNN``.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class STFCN(_Model):
         bound: bool = False,
         grid_size: int = 4,
         loc_kwargs: dict | None = None,
+        st_init_scale: float = 1.0,
         hidden: int | Sequence[int] = (64, 64),
     ) -> None:
         super().__init__()
@@ -161,7 +165,7 @@ class STFCN(_Model):
             int(num_parallel), in_channels=int(in_channels), in_size=(h, w), out_size=out,
             transform=transform, sampling=sampling, padding=padding, loc=loc,
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
-            loc_kwargs=loc_kwargs,
+            loc_kwargs=loc_kwargs, init_scale=st_init_scale,
         )
         pool_st = st_pool_for(out, st_pool)
         self.pool = nn.AvgPool2d(pool_st) if pool_st > 1 else nn.Identity()

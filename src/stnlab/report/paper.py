@@ -48,8 +48,30 @@ CLUTTERED: dict[tuple[str, str], float] = {
 ADDITION: dict[tuple[str, str], float] = {
     ("FCN", "addition"): 47.7,
     ("CNN", "addition"): 14.7,
+    ("ST-FCN", "addition"): 18.5,  # the best single-transformer FCN of the paper's table
     ("2xST-FCN", "addition"): 5.8,
 }
+
+# SVHN multi-digit, 64x64 crops, SEQUENCE error % [V for Multi; R otherwise]. Shown beside the
+# `svhn` column and beside the offline twin `multidigit`: that is MNIST digits, a DIFFERENT
+# data set, so there the figure is a reference only (stnlab-report says so under its table).
+SVHN: dict[str, float] = {"CNN": 4.0, "ST-CNN Single": 3.7, "ST-CNN Multi": 3.6}
+SEQUENCE_DATA = ("svhn", "multidigit")
+
+
+def paper_seq_error(row: str, distortion: str) -> float | None:
+    """The paper's SVHN 64px sequence error (%) for a report row, on sequence data, or None."""
+    return SVHN.get(row) if distortion in SEQUENCE_DATA else None
+
+# Co-localisation, 84x84 canvas: % of crops with IoU > 0.5 [V]; cluttered: the range over the
+# digit classes (75-93), translated: 100 for every class.
+COLOCALISATION: dict[str, float | str] = {"coloc_translated": 100.0, "coloc_cluttered": "75-93"}
+
+
+def paper_coloc_iou(distortion: str) -> float | str | None:
+    """The paper's co-localisation figure (% of crops with IoU > 0.5) for a column, or None."""
+    return COLOCALISATION.get(distortion)
+
 
 PAPER_ERROR: dict[tuple[str, str], float] = {**TABLE1, **CLUTTERED, **ADDITION}
 """All figures: (row, distortion) -> the paper's test error in % (full MNIST)."""

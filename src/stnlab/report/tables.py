@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from stnlab.report.collect import STATUS_FAILED, STATUS_MISSING, STATUS_NO_METRIC, Job
-from stnlab.report.paper import CITATION, paper_error
+from stnlab.report.paper import (
+    CITATION,
+    SEQUENCE_DATA,
+    paper_coloc_iou,
+    paper_error,
+    paper_seq_error,
+)
 
 # The canonical names of stnlab.data.distortions.DISTORTIONS, in the paper's order (kept here,
 # not imported, so that the reporter does not load torch and Lightning), and their aliases.
-DISTORTION_ORDER = ("none", "R", "RTS", "P", "E", "cluttered", "addition")
+DISTORTION_ORDER = ("none", "R", "RTS", "P", "E", "cluttered", "addition", "multidigit", "svhn",
+                    "coloc_translated", "coloc_cluttered")
 DISTORTION_ALIASES = {"t": "cluttered", "tc": "cluttered"}
 
 TRANSFORM_ABBREV = {"translation": "T", "attention": "Att", "similarity": "Sim", "affine": "Aff",
@@ -52,10 +59,22 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
 
 
+# The sequence models (stnlab.models.sequence) by the paper's SVHN row names.
+SEQUENCE_LABELS = {"SequenceCNN": "CNN", "SequenceSTCNNSingle": "ST-CNN Single",
+                   "SequenceSTCNNMulti": "ST-CNN Multi"}
+
+
 def model_label(results: dict[str, Any], config: dict[str, Any] | None) -> tuple[str, tuple]:
     """The row label ("CNN", "ST-CNN Aff", "2xST-FCN TPS", ...) and its sort key."""
     model_cfg = (config or {}).get("model") or {}
     model = results.get("model") or str(model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    if model in SEQUENCE_LABELS:
+        label = SEQUENCE_LABELS[model]
+        transform = results.get("transform") or model_cfg.get("transform")
+        if label != "CNN" and transform not in (None, "affine"):
+            label += " " + TRANSFORM_ABBREV.get(str(transform), str(transform))
+        rank = list(SEQUENCE_LABELS.values()).index(SEQUENCE_LABELS[model])
+        return label, (label != "CNN", 1, "CNN", 1, rank, str(transform), [])
     is_st = model.startswith("ST") and len(model) > 2
     backbone = model[2:] if is_st else model
     label = f"ST-{backbone}" if is_st else model
@@ -108,7 +127,9 @@ def assign_variants(jobs: Sequence[Job]) -> dict[str, tuple]:
 def metric_scale(metric: str) -> tuple[float, str]:
     """Accuracies and errors are fractions in results.json: shown in %."""
     last = metric.rsplit("/", 1)[-1]
-    return (100.0, "%") if last.startswith(("acc", "error")) else (1.0, "")
+    return (100.0, "%") if last.startswith(("acc", "error", "seq_", "digit_acc", "length_acc",
+                                            "iou_0")) \
+        else (1.0, "")
 
 
 @dataclass
@@ -117,7 +138,7 @@ class Cell:
     distortion: str
     jobs: list[Job]
     values: list[float]
-    paper: float | None
+    paper: float | str | None  # a str: a range of figures ("75-93")
 
     @property
     def n(self) -> int:
@@ -163,7 +184,10 @@ def build_report(jobs: list[Job], metric: str) -> Report:
         job.value = float(value) * scale
         key = (job.variant, job.distortion)
         if key not in cells:
-            paper = paper_error(*key) if metric == "test/error" else None
+            paper = (paper_seq_error(*key) if metric == "test/seq_error"
+                     or (metric == "test/error" and key[1] in SEQUENCE_DATA)
+                     else paper_coloc_iou(key[1]) if metric == "test/iou_0.5"
+                     else paper_error(*key) if metric == "test/error" else None)
             cells[key] = Cell(job.variant, job.distortion, [], [], paper)
         cells[key].jobs.append(job)
         cells[key].values.append(job.value)
@@ -192,7 +216,7 @@ def format_cell(cell: Cell | None, unit: str) -> str:
         text += f" ± {_fmt(cell.std, unit)}"
     text += f" (n={cell.n})"
     if cell.paper is not None:
-        text += f" [paper {cell.paper:g}]"
+        text += f" [paper {cell.paper if isinstance(cell.paper, str) else f'{cell.paper:g}'}]"
     return text
 
 
@@ -250,6 +274,9 @@ def render_markdown(rep: Report, dirs: Sequence[Path], out: Path) -> str:
                   + (f" `[paper x]`: the paper's figure ({CITATION}), **on full MNIST with the"
                      " full 150k-iteration schedule** — a reference, not a target for short or"
                      " sample-data runs." if rep.metric == "test/error" else ""))
+        if "multidigit" in rep.columns and any(c.paper is not None for c in rep.cells.values()):
+            md.append("**multidigit: `[paper x]` is the paper's SVHN 64px sequence error (real "
+                      "house numbers), a DIFFERENT data set from these MNIST digit sequences.**")
         md.append("")
         md.append(_md_table(["model", *rep.columns],
                             [[r, *(format_cell(rep.cells.get((r, c)), unit)

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from stnlab.config.legacy import upgrade_targets
+from stnlab.config.validate import check_config
 from stnlab.errors import CheckpointNotFoundError
 from stnlab.run.train import build_data_and_module, write_json
 
@@ -48,9 +49,11 @@ def load_run(ckpt: Path) -> tuple[dict[str, Any], DictConfig]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    check_config(cfg, groups=("trainer",))  # and ckpt_path given; data: below, merged
     ckpt = find_checkpoint(cfg.ckpt_path)
     state, run_cfg = load_run(ckpt)
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.get("data") or {})
+    check_config(run_cfg, groups=("data",))
     data, module = build_data_and_module(run_cfg)
     module.load_state_dict(state["state_dict"])
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[],

@@ -51,13 +51,36 @@ def build_loggers(node: DictConfig | None, group: str | None = None,
     return instantiate_dict(node)
 
 
+HPARAMS_METRICS = ("val/acc_best", "test/error")
+"""The results that TensorBoard's HParams view shows beside each run's hyperparameters."""
+
+
 def log_run_config(loggers: list, config: dict, extra: dict) -> None:
-    """W&B gets the nested resolved config; CSV and TensorBoard flat ``a/b`` hyperparameters."""
+    """W&B gets the nested resolved config; CSV and TensorBoard flat ``a/b`` hyperparameters,
+    and TensorBoard its HParams view (``tensorboard_hparams``)."""
     for lg in loggers:
         if type(lg).__name__ == "WandbLogger":
             lg.experiment.config.update({**config, **extra}, allow_val_change=True)
         else:
             lg.log_hyperparams({**flatten(config), **extra})
+            if type(lg).__name__ == "TensorBoardLogger":
+                tensorboard_hparams(lg, {**flatten(config), **extra})
+
+
+@rank_zero_only
+def tensorboard_hparams(logger, params: dict, metrics: tuple[str, ...] = HPARAMS_METRICS) -> None:
+    """Write the HParams plugin's summaries: the run's hyperparameters, and ``metrics`` as the
+    columns to show beside them. The values are read from the run's own scalars of those names
+    (logged as the run goes), so nothing is written under them here: a run that stops early
+    shows blanks, not placeholders (Lightning's ``default_hp_metric`` would log -1)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    clean = {k: v if isinstance(v, bool | int | float | str) else str(v)
+             for k, v in params.items()}
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(clean, dict.fromkeys(metrics, 0.0)):
+        writer.add_summary(summary)
+    writer.flush()
 
 
 def finish_loggers(loggers: list) -> None:

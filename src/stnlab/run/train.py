@@ -29,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from stnlab.callbacks import Preempted, RunConfigInCheckpoint
 from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
+from stnlab.config.validate import check_config
 from stnlab.errors import CheckpointNotFoundError, StnlabError
 from stnlab.run.distributed import JOB_CONFIG_ENV, check_ranks_agree, end_distributed, is_ddp_child
 from stnlab.run.loggers import build_loggers, finish_loggers, log_run_config
@@ -70,6 +71,15 @@ def build_data_and_module(cfg: DictConfig):
             f"that task ({options_for_task('model', data_task)}) or an experiment that does."
         )
     channels, *size = data.dims
+    model_ndim = getattr(get_class(cfg.model._target_), "input_ndim", len(size))
+    if model_ndim != len(size):
+        kind = {2: "images", 3: "volumes"}
+        raise StnlabError(
+            f"model {cfg.model._target_.rsplit('.', 1)[-1]} takes {kind.get(model_ndim)}, but "
+            f"{type(data).__name__} gives {kind.get(len(size), f'{len(size)}-D data')} "
+            f"{tuple(data.dims)}; choose a model for that data (e.g. data=volumetric with "
+            "model=cnn3d or st_cnn3d, 2-D data with model=cnn, st_cnn, ...)."
+        )
     shape = {"max_length": data.max_length} if data_task == "sequence" else {}
     net = instantiate(cfg.model, in_channels=channels, in_size=list(size),
                       num_classes=data.num_classes, **shape)
@@ -136,6 +146,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint and write results.json; returns the results."""
+    check_config(cfg)  # every value in range before anything is written or built
     started = time.time()
     env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)

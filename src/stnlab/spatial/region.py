@@ -134,7 +134,8 @@ def _batch(poly: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """Area ``(B,)`` of boxes ``(B, 4)`` ``(x0, y0, x1, y1)`` (0 for an inverted one)."""
-    return (boxes[..., 2] - boxes[..., 0]).clamp_min(0) * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
+    w = (boxes[..., 2] - boxes[..., 0]).clamp_min(0)
+    return w * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
 
 
 def region_box_iou(poly: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -165,8 +166,9 @@ def pixel_box_to_normalised(
     ``(H, W)`` image, -> normalised ``(x0, y0, x1, y1)`` spanning those pixels' full extent
     (pixel ``j`` covers ``[-1 + 2 j / W, -1 + 2 (j + 1) / W]``)."""
     h, w = _size2(size)
-    b = torch.as_tensor(boxes).to(torch.get_default_dtype() if not torch.is_tensor(boxes)
-                                  or not boxes.is_floating_point() else boxes.dtype)
+    b = torch.as_tensor(boxes)
+    if not b.is_floating_point():
+        b = b.to(torch.get_default_dtype())
     return torch.stack([
         -1.0 + 2.0 * b[..., 0] / w,
         -1.0 + 2.0 * b[..., 1] / h,

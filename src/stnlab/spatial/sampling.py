@@ -27,14 +27,25 @@ def sample(
     Grid coordinates are normalised (``x`` along the width, ``y`` along the height, ``-1``/``1``
     the image edges: ``align_corners=ALIGN_CORNERS``). ``padding`` is ``"zeros"`` (outside the
     image reads 0) or ``"border"`` (edge pixels are repeated).
+
+    Volumes: ``u`` ``(B, C, D, H, W)`` at ``grid`` ``(B, D', H', W', 3)`` (``x, y, z``; ``z``
+    along the depth) -> ``(B, C, D', H', W')``; ``bilinear`` is then trilinear, and
+    ``bicubic`` does not exist.
     """
     check_sampler(mode, padding)
-    if u.dim() != 4:
-        raise ValueError(f"sample expects an image batch (B, C, H, W), got {tuple(u.shape)}")
-    if grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[0] != u.shape[0]:
+    if u.dim() not in (4, 5):
         raise ValueError(
-            f"sample expects a grid (B={u.shape[0]}, H, W, 2), got {tuple(grid.shape)}"
+            f"sample expects an image batch (B, C, H, W) or a volume batch (B, C, D, H, W), "
+            f"got {tuple(u.shape)}"
         )
+    n = u.dim() - 2
+    if grid.dim() != u.dim() or grid.shape[-1] != n or grid.shape[0] != u.shape[0]:
+        axes = "H, W" if n == 2 else "D, H, W"
+        raise ValueError(
+            f"sample expects a grid (B={u.shape[0]}, {axes}, {n}), got {tuple(grid.shape)}"
+        )
+    if n == 3 and mode == "bicubic":
+        raise ValueError("bicubic sampling is 2-D only; for volumes use bilinear or nearest")
     if grid.dtype != u.dtype:
         grid = grid.to(u.dtype)
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)

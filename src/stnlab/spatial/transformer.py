@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from .localisation import make_localisation
+from .localisation3d import make_localisation3d
 from .sampling import check_sampler, sample
-from .transforms import Transform, _size2, make_transform
+from .transforms import Transform, make_transform
+from .transforms3d import family_size
 
 
 class SpatialTransformer(nn.Module):
@@ -17,9 +19,11 @@ class SpatialTransformer(nn.Module):
     ``(B, C, *out_size)``.
 
     Args:
-        in_channels, in_size: the input it will see (the localisation net is sized for it).
+        in_channels, in_size: the input it will see (the localisation net is sized for it);
+            ``in_size`` is ``(H, W)``, or ``(D, H, W)`` with a volumetric family (``affine3d``,
+            ...; the 3-D localisation nets of ``localisation3d``, same names).
         transform: a family name (see ``TRANSFORMS``) or a ``Transform`` instance.
-        out_size: output ``(H, W)``; ``None`` keeps ``in_size``.
+        out_size: output ``(H, W)`` (volumes: ``(D, H, W)``); ``None`` keeps ``in_size``.
         sampling: ``bilinear`` (the paper's), ``nearest`` or ``bicubic``.
         padding: ``zeros`` or ``border``.
         loc: ``conv`` (the paper's ST-CNN net), ``fc`` (ST-FCN) or any ``nn.Module`` mapping the
@@ -30,6 +34,9 @@ class SpatialTransformer(nn.Module):
         grid_size: TPS control-point grid ``K`` (``2 K^2`` parameters); ignored otherwise.
         loc_kwargs: extra arguments of the localisation net (``channels``, ``hidden``, ...).
         transform_kwargs: extra arguments of the family (``bound_scale``, ...).
+        init_scale: the localisation net starts at the centred zoom ``p -> init_scale * p``
+            (``transform.initial``): below 1 it starts on a crop of the centre. ``1``
+            (default) is exactly the identity. Ignored for a ready ``loc`` module.
 
     After a forward, ``last_params`` holds the detached ``(B, P)`` parameters (as fed to
     ``transform.grid``) and ``diagnostics()`` summarises what the warp did.
@@ -49,12 +56,11 @@ class SpatialTransformer(nn.Module):
         grid_size: int = 4,
         loc_kwargs: dict | None = None,
         transform_kwargs: dict | None = None,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         check_sampler(sampling, padding)
         self.in_channels = int(in_channels)
-        self.in_size = _size2(in_size)
-        self.out_size = _size2(out_size) if out_size is not None else self.in_size
         self.sampling = sampling
         self.padding = padding
         if isinstance(transform, Transform):
@@ -62,6 +68,13 @@ class SpatialTransformer(nn.Module):
         else:
             tkw = {"bound": bound, "grid_size": grid_size, **dict(transform_kwargs or {})}
             self.transform = make_transform(transform, **tkw)
+        # (H, W) for a 2-D family, (D, H, W) for a volumetric one (errors name the families)
+        self.in_size = family_size(self.transform, in_size)
+        self.out_size = family_size(self.transform, out_size) if out_size is not None else (
+            self.in_size
+        )
+        if len(self.in_size) == 3 and sampling == "bicubic":
+            raise ValueError("bicubic sampling is 2-D only; for volumes use bilinear or nearest")
         if isinstance(loc, nn.Module):
             self.loc = loc
         else:
@@ -70,20 +83,30 @@ class SpatialTransformer(nn.Module):
                 lkw["downsample"] = int(loc_downsample)
             elif str(loc).lower() == "conv":
                 lkw.setdefault("downsample", 2)
-            self.loc = make_localisation(
+            make = make_localisation3d if self.transform.ndim == 3 else make_localisation
+            self.loc = make(
                 loc, self.in_channels, self.in_size, self.transform.num_params,
-                self.transform.identity(), **lkw,
+                self.transform.initial(init_scale), **lkw,
             )
         self.last_params: torch.Tensor | None = None
         self._last_grid: torch.Tensor | None = None
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if u.dim() != 4 or u.shape[1] != self.in_channels or tuple(u.shape[2:]) != self.in_size:
+        if u.shape[1:] != (self.in_channels, *self.in_size):
             raise ValueError(
-                f"SpatialTransformer built for (B, {self.in_channels}, {self.in_size[0]}, "
-                f"{self.in_size[1]}) input, got {tuple(u.shape)}"
+                f"SpatialTransformer built for (B, {self.in_channels}, "
+                f"{', '.join(map(str, self.in_size))}) input, got {tuple(u.shape)}"
             )
         params = self.loc(u)
+        if torch.is_autocast_enabled(u.device.type):
+            # Mixed precision (trainer.precision=bf16-mixed): the localisation net runs in
+            # bf16, the grid and the sampling in float32 (a bf16 grid is off by up to 1/256 of
+            # the image's half-width and no longer reproduces the input at the identity).
+            with torch.autocast(u.device.type, enabled=False):
+                return self._warp(u.float(), params.float())
+        return self._warp(u, params)
+
+    def _warp(self, u: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         grid = self.transform.grid(params, self.out_size)
         self.last_params = params.detach()
         self._last_grid = grid.detach()

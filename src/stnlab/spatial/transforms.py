@@ -10,7 +10,8 @@ Convention (the one used everywhere in stnlab)
 * A transform maps an *output* location to the *input* location that it samples
   (the paper's ``T_theta(G)``), so the identity parameters reproduce the input.
 
-Every family has ``num_params``, ``identity()``, ``points(params, pts)`` (map any set of output
+Every family has ``num_params``, ``identity()``, ``initial(scale)`` (a centred zoom, for the
+localisation net's bias), ``points(params, pts)`` (map any set of output
 points) and ``grid(params, out_size)`` (map the regular output grid, ``(B, H, W, 2)``).
 With ``bound=True`` each parameter is squashed to ``identity +- bound_scale`` by a tanh whose
 slope at the identity is 1, so the identity initialisation is unchanged.
@@ -28,12 +29,20 @@ ALIGN_CORNERS = False
 _BASE_GRID_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def _size2(size: int | Sequence[int]) -> tuple[int, int]:
+def _size2(size: int | Sequence[int], family: str | None = None) -> tuple[int, int]:
+    """``42`` or ``(H, W)`` -> ``(H, W)`` of positive ints; ``family`` names the transform in
+    errors, and a 3-long size gets the names of the volumetric families."""
     if isinstance(size, int):
-        return (size, size)
+        size = (size, size)
     size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"expected a size (H, W), got {size}")
+    if len(size) != 2 or min(size) < 1:
+        who = f"transform {family!r} is 2-D: " if family else ""
+        hint = ""
+        if len(size) == 3:
+            from .transforms3d import TRANSFORMS3D
+
+            hint = f"; a volume size (D, H, W) needs a 3-D family: {', '.join(TRANSFORMS3D)}"
+        raise ValueError(f"{who}expected a size (H, W) of positive ints, got {size}{hint}")
     return size  # type: ignore[return-value]
 
 
@@ -84,6 +93,7 @@ class Transform:
 
     name: str = ""
     num_params: int = 0
+    ndim: int = 2  # 2: images (grids (B, H, W, 2)); 3: volumes (see transforms3d)
 
     def __init__(self, bound: bool = False, bound_scale: float = 1.0) -> None:
         self.bound = bool(bound)
@@ -109,6 +119,32 @@ class Transform:
             )
         return params
 
+    def _scaled(self, scale: float) -> torch.Tensor:
+        """Parameters (after bounding) of the zoom ``p -> scale * p`` about the centre."""
+        raise ValueError(f"transform '{self.name}' has no scale; use init_scale=1")
+
+    def initial(self, scale: float = 1.0) -> torch.Tensor:
+        """Raw 1-D parameters whose warp is the zoom ``p -> scale * p`` (a centred crop of
+        ``scale`` times the input's side; ``1`` gives exactly ``identity()``). With
+        ``bound=True`` the inverse of the tanh squashing is applied, so the constrained
+        parameters are the zoom (it must lie inside ``identity +- bound_scale``)."""
+        scale = float(scale)
+        ident = self.identity()
+        if scale == 1.0:
+            return ident
+        if not scale > 0:
+            raise ValueError(f"init scale must be > 0, got {scale}")
+        target = self._scaled(scale).to(ident)
+        if not self.bound:
+            return target
+        s = self.bound_scale
+        rel = (target - ident) / s
+        if float(rel.abs().max()) >= 1.0:
+            raise ValueError(
+                f"init scale {scale} is outside the bound identity +- {s} of '{self.name}'"
+            )
+        return ident + s * torch.atanh(rel)
+
     def constrain(self, params: torch.Tensor) -> torch.Tensor:
         """Apply the optional bounding; the identity is a fixed point."""
         params = self.check(params)
@@ -131,7 +167,7 @@ class Transform:
 
     def grid(self, params: torch.Tensor, out_size: int | Sequence[int]) -> torch.Tensor:
         """Sampling grid ``(B, H, W, 2)`` in normalised coordinates for the given params."""
-        h, w = _size2(out_size)
+        h, w = _size2(out_size, self.name)
         params = self.constrain(params)
         return self._grid(params, (h, w))
 
@@ -198,6 +234,9 @@ class Attention(_Linear):
     def identity(self) -> torch.Tensor:
         return torch.tensor([1.0, 0.0, 0.0])
 
+    def _scaled(self, scale: float) -> torch.Tensor:
+        return torch.tensor([scale, 0.0, 0.0])
+
     def theta(self, params: torch.Tensor) -> torch.Tensor:
         b = params.shape[0]
         zero = params.new_zeros(b)
@@ -213,6 +252,9 @@ class Similarity(_Linear):
 
     def identity(self) -> torch.Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0])
+
+    def _scaled(self, scale: float) -> torch.Tensor:
+        return torch.tensor([scale, 0.0, 0.0, 0.0])
 
     def theta(self, params: torch.Tensor) -> torch.Tensor:
         b = params.shape[0]
@@ -230,6 +272,9 @@ class Affine(_Linear):
     def identity(self) -> torch.Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
+    def _scaled(self, scale: float) -> torch.Tensor:
+        return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0])
+
     def theta(self, params: torch.Tensor) -> torch.Tensor:
         return params.view(-1, 2, 3)
 
@@ -243,6 +288,9 @@ class Projective(Transform):
 
     def identity(self) -> torch.Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+    def _scaled(self, scale: float) -> torch.Tensor:
+        return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0, 0.0, 0.0])
 
     def matrix(self, params: torch.Tensor) -> torch.Tensor:
         """The ``(B, 3, 3)`` homography (params are taken as given, no bounding)."""
@@ -309,6 +357,9 @@ class TPS(Transform):
     def identity(self) -> torch.Tensor:
         return self.control_points.reshape(-1).to(torch.float32)
 
+    def _scaled(self, scale: float) -> torch.Tensor:
+        return (scale * self.control_points).reshape(-1).to(torch.float32)
+
     def _basis(self, pts: torch.Tensor) -> torch.Tensor:
         """``(..., N, n)`` matrix ``Phi(pts) L^-1``: points -> weights over the targets."""
         c = self.control_points.to(pts)
@@ -348,7 +399,8 @@ TRANSFORMS: dict[str, type[Transform]] = {
 
 
 def make_transform(name: str | Transform, **kwargs) -> Transform:
-    """Build a transform family by name; ``tps`` also takes ``grid_size`` (default 4).
+    """Build a transform family by name (``TRANSFORMS``; volumes: ``TRANSFORMS3D``, e.g.
+    ``affine3d``); ``tps`` also takes ``grid_size`` (default 4).
 
     All families take ``bound`` (bool) and ``bound_scale`` (float).
     """
@@ -356,16 +408,20 @@ def make_transform(name: str | Transform, **kwargs) -> Transform:
         if kwargs:
             raise ValueError("kwargs given together with a ready Transform instance")
         return name
+    from .transforms3d import TRANSFORMS3D  # the volumetric families (they import this module)
+
     key = str(name).lower()
-    if key not in TRANSFORMS:
+    registry = TRANSFORMS if key in TRANSFORMS else TRANSFORMS3D
+    if key not in registry:
         raise ValueError(
-            f"unknown transform family {name!r}; valid names: {', '.join(TRANSFORMS)}"
+            f"unknown transform family {name!r}; valid names: "
+            f"{', '.join([*TRANSFORMS, *TRANSFORMS3D])}"
         )
     if key != "tps" and "grid_size" in kwargs:
         kwargs = dict(kwargs)
         kwargs.pop("grid_size")  # harmless: allows one config dict for every family
     try:
-        return TRANSFORMS[key](**kwargs)
+        return registry[key](**kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments for transform {key!r}: {err}") from err
 

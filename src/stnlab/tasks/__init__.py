@@ -4,5 +4,8 @@ declares ``task``; the DataModule declares the same word for the batches it give
 
 from stnlab.tasks.base import NonFiniteLossError, TaskModule
 from stnlab.tasks.classification import LitClassifier
+from stnlab.tasks.colocalisation import LitColocalisation
+from stnlab.tasks.sequence import LitSequence
 
-__all__ = ["LitClassifier", "NonFiniteLossError", "TaskModule"]
+__all__ = ["LitClassifier", "LitSequence", "NonFiniteLossError", "TaskModule"]
+__all__ += ["LitColocalisation"]

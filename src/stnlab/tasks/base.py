@@ -37,6 +37,9 @@ class TaskModule(pl.LightningModule):
         scheduler: optional partial taking the optimizer; stepped every iteration, as the paper's
             schedule is in iterations. ``total_steps`` and a per-group ``max_lr`` are filled in.
         loc_lr_mult: learning-rate multiplier of the localisation networks (0 freezes them).
+        compile: ``torch.compile`` the net (in place, ``nn.Module.compile``: checkpoints keep
+            their parameter names) when the trainer sets the model up. Pays off on a GPU with
+            long runs; the first steps wait for the compilation (needs a C compiler on CPU).
     """
 
     task: ClassVar[str] = ""
@@ -47,15 +50,26 @@ class TaskModule(pl.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         loc_lr_mult: float = 1.0,
+        compile: bool = False,
     ):
         super().__init__()
+        if not isinstance(compile, bool):
+            raise ValueError(f"module.compile={compile!r} must be true or false")
         if loc_lr_mult < 0:
             raise ValueError(f"module.loc_lr_mult={loc_lr_mult} must be >= 0 (0 freezes the ST)")
         self.net = net
         self.optimizer_factory = optimizer or (lambda p: torch.optim.SGD(p, lr=0.01))
         self.scheduler_factory = scheduler
         self.loc_lr_mult = loc_lr_mult
+        self.compile_net = compile  # not ``self.compile``: that is nn.Module's method
         self._frozen_warned: set[str] = set()
+
+    def configure_model(self) -> None:
+        """Lightning's hook before fit/validate/test (on the training device): compile the net
+        once, with ``compile=True``."""
+        if self.compile_net and not getattr(self.net, "_stnlab_compiled", False):
+            self.net.compile()
+            self.net._stnlab_compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

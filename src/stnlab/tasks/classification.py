@@ -28,6 +28,7 @@ class LitClassifier(TaskModule):
         label_smoothing: of the training loss only (validation and test report plain
             cross-entropy). 0.1 took the RTS ST-CNN from 2.6% to 1.8% in the bare-loop
             calibration (3 seeds, docs/results.md); ``experiment=table1`` sets 0, as the paper.
+        compile: ``torch.compile`` the net (see ``TaskModule``).
     """
 
     task = "classification"
@@ -40,8 +41,9 @@ class LitClassifier(TaskModule):
         scheduler: SchedulerFactory | None = None,
         loc_lr_mult: float = 1.0,
         label_smoothing: float = 0.1,
+        compile: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, loc_lr_mult)
+        super().__init__(net, optimizer, scheduler, loc_lr_mult, compile=compile)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"module.label_smoothing={label_smoothing} must be in [0, 1)")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -67,12 +69,17 @@ class LitClassifier(TaskModule):
         logits = self(x)
         loss = self.training_loss(logits, y)
         self.check_finite(loss, batch_idx)
-        self.train_loss(loss)
-        self.train_acc(logits, y)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        # update(), not forward(): no per-batch value computed; logged once, at the epoch's end
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(logits.detach(), y)
         self.log_spatial_diagnostics()
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's training metrics (one ``self.log`` each an epoch: a logged Metric costs
+        Lightning a device move of its states at every call, docs/performance.md)."""
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)

@@ -31,7 +31,8 @@ Positive angles rotate counter-clockwise as seen on screen.
 Where things are
 ----------------
 ``linear`` (none, R, RTS), ``projective`` (P), ``elastic`` (E), ``clutter`` (cluttered),
-``composition`` (addition, multi-digit sequences): one family a module. ``base`` holds the
+``composition`` (addition, multi-digit sequences), ``volumetric`` (digits as 3-D volumes
+``(B, 1, D, H, W)``): one family a module. ``base`` holds the
 ``Distortion`` class, the parameter checks and the seeded draws; ``warp`` the shared geometry.
 A new recipe is a ``Distortion`` subclass in its family's module plus an entry in
 ``DISTORTIONS`` below.
@@ -48,6 +49,7 @@ from .composition import Addition, SequenceBuilder, make_sequence, sequence_targ
 from .elastic import Elastic
 from .linear import RTS, NoDistortion, Rotation
 from .projective import Projective
+from .volumetric import Volumetric, orthogonal_projections
 from .warp import DIGIT_SIZE, INK_THRESHOLD, similarity_warp
 
 __all__ = [
@@ -64,8 +66,10 @@ __all__ = [
     "RTS",
     "Rotation",
     "SequenceBuilder",
+    "Volumetric",
     "make_distortion",
     "make_sequence",
+    "orthogonal_projections",
     "sequence_targets",
     "similarity_warp",
 ]
@@ -79,6 +83,7 @@ DISTORTIONS: dict[str, type[Distortion]] = {
     "E": Elastic,
     "cluttered": Cluttered,
     "addition": Addition,
+    "volumetric": Volumetric,
 }
 """Canonical name -> class."""
 

@@ -1,0 +1,160 @@
+"""The framework's cost over a bare PyTorch loop: same model, data, batch size and steps.
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_framework.py            # 3 rounds
+    PYTHONPATH=src python benchmarks/bench_framework.py --epochs 2 --rounds 3 -- model=cnn
+
+``framework``: ``stnlab.run.train.train(cfg)`` on the default experiment (``conf/train.yaml``
+composed with Hydra's compose API; extra arguments after ``--`` are overrides): Lightning,
+torchmetrics, the CSV logger, both checkpoints, the ``st/`` diagnostics, the gallery, the
+crop IoU, the LR monitor and the test of the best checkpoint. ``bare``: the same DataModule
+(the same seeded training stream, distorted the same way), net, optimiser groups, one-cycle
+schedule and label-smoothed loss in a plain loop, with a validation pass per epoch and the
+test pass at the end, computed as plain sums. Rounds alternate the two so that drift in the
+machine's speed hits both; the ratio is that of the median wall times (min beside it).
+
+Images/second counts training images only (steps x batch size) over the whole wall time of
+a run (fit, validation, test), so the ratio is the whole run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from stnlab.config import CONFIG_DIR
+from stnlab.run.train import build_data_and_module, train
+from stnlab.spatial import localisation_parameters
+
+
+def make_cfg(root: Path, data_dir: Path, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True,
+                      overrides=[f"paths.root_dir={root}", f"paths.output_dir={root / 'out'}",
+                                 f"paths.data_dir={data_dir}", *overrides])
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def bare(cfg) -> dict:
+    """The plain loop; returns training steps and images."""
+    torch.manual_seed(cfg.seed)
+    data, module = build_data_and_module(cfg)
+    data.setup("fit")
+    net = module.net
+    loc = list(localisation_parameters(net))
+    loc_ids = {id(p) for p in loc}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in loc_ids]}]
+    if loc:
+        groups.append({"params": loc})
+    opt = instantiate(cfg.optimizer)(groups)
+    if loc:
+        opt.param_groups[1]["lr"] *= module.loc_lr_mult
+    epochs = int(cfg.trainer.max_epochs)
+    loader = data.train_dataloader()
+    steps_per_epoch = len(loader)
+    sched = None
+    if cfg.get("scheduler"):
+        sched = instantiate(cfg.scheduler)(opt, total_steps=max(10, epochs * steps_per_epoch),
+                                           max_lr=[g["lr"] for g in opt.param_groups])
+    smoothing = float(getattr(module, "label_smoothing", 0.0))
+    steps = images = 0
+
+    def evaluate(dl) -> float:
+        net.eval()
+        correct = total = 0
+        with torch.no_grad():
+            for x, y in dl:
+                correct += int((net(x).argmax(1) == y).sum())
+                total += len(y)
+        net.train()
+        return correct / total
+
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            x, y = data.distort_train_batch(batch, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            steps += 1
+            images += len(y)
+        evaluate(data.val_dataloader())
+    evaluate(data.test_dataloader())
+    return {"steps": steps, "images": images}
+
+
+def framework(cfg) -> dict:
+    results = train(cfg)
+    return {"steps": results["global_step"],
+            "images": results["global_step"] * int(cfg.data.batch_size)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: OMP_NUM_THREADS or torch's own)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of both runs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench_framework-"))
+    data_dir = work / "data"
+    overrides = [f"trainer.max_epochs={args.epochs}", *args.overrides]
+    load = os.getloadavg()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, overrides {overrides}")
+    make = {"bare": bare, "framework": framework}
+    times: dict[str, list[float]] = {k: [] for k in make}
+    counts: dict[str, dict] = {}
+    try:
+        framework(make_cfg(work / "warmup", data_dir, overrides))  # fixed-set cache, imports
+        for r in range(args.rounds):
+            for name, fn in make.items():
+                root = work / f"{name}{r}"
+                cfg = make_cfg(root, data_dir, overrides)
+                start = time.perf_counter()
+                counts[name] = fn(cfg)
+                times[name].append(time.perf_counter() - start)
+                shutil.rmtree(root, ignore_errors=True)
+                print(f"round {r} {name:9s} {times[name][-1]:6.2f} s  "
+                      f"{counts[name]['images'] / times[name][-1]:7.0f} img/s")
+    finally:
+        GlobalHydra.instance().clear()
+        shutil.rmtree(work, ignore_errors=True)
+    if counts["bare"]["steps"] != counts["framework"]["steps"]:
+        raise SystemExit(f"step counts differ: {counts}")
+    print(f"\n{'loop':9s} {'steps':>5s} {'median s':>8s} {'min s':>6s} {'img/s':>7s}")
+    for name in make:
+        med = statistics.median(times[name])
+        print(f"{name:9s} {counts[name]['steps']:5d} {med:8.2f} {min(times[name]):6.2f} "
+              f"{counts[name]['images'] / med:7.0f}")
+    ratio = statistics.median(times["framework"]) / statistics.median(times["bare"])
+    ratio_min = min(times["framework"]) / min(times["bare"])
+    load = os.getloadavg()
+    print(f"ratio framework/bare: {ratio:.3f} (median), {ratio_min:.3f} (min); "
+          f"load after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Training-step time of the sequence models: ST-CNN Single and Multi against the CNN (the
+paper: ST-CNN Multi "only 6% slower" on SVHN 64x64, on a GPU).
+
+    PYTHONPATH=src python benchmarks/bench_sequence_speed.py            # batch 64, 1 thread
+    PYTHONPATH=src python benchmarks/bench_sequence_speed.py --threads 2 --batch 128
+
+A step is forward, the sequence loss, backward and an Adam update on a 64x64 batch. Rounds
+alternate the models so that drift in machine speed hits all of them; the time per step is the
+minimum over rounds (``timeit``'s advice), the median beside it. Rounds that other processes
+disturbed are not set aside here (see ``bench_st_overhead.py`` for that): on a shared machine
+read the medians with care.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from stnlab.models import SequenceCNN, SequenceSTCNNMulti, SequenceSTCNNSingle
+
+MODELS = {"CNN": SequenceCNN, "ST-CNN Single": SequenceSTCNNSingle,
+          "ST-CNN Multi": SequenceSTCNNMulti}
+
+
+def _step(model, opt, x, targets) -> None:
+    opt.zero_grad(set_to_none=True)
+    length, digits = model(x)
+    loss = F.cross_entropy(length, targets[:, 0]) + F.cross_entropy(
+        digits.flatten(0, 1), targets[:, 1:].flatten()) * digits.shape[1]
+    loss.backward()
+    opt.step()
+
+
+def bench(batch: int, steps: int, rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+    torch.manual_seed(0)
+    x = torch.rand(batch, 1, 64, 64)
+    targets = torch.cat([torch.randint(1, 6, (batch, 1)), torch.randint(0, 11, (batch, 5))], 1)
+    models = {k: cls(1, 64, 11) for k, cls in MODELS.items()}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    for k, m in models.items():
+        for _ in range(warmup):
+            _step(m, opts[k], x, targets)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(rounds):
+        for k in (list(models) if r % 2 == 0 else list(reversed(models))):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                _step(models[k], opts[k], x, targets)
+            times[k].append((time.perf_counter() - t0) / steps)
+    base, base_med = min(times["CNN"]), statistics.median(times["CNN"])
+    return {k: {"step_ms": 1e3 * min(v), "median_ms": 1e3 * statistics.median(v),
+                "ratio": min(v) / base, "ratio_median": statistics.median(v) / base_med,
+                "params": sum(p.numel() for p in models[k].parameters())}
+            for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, 64x64, "
+          f"{args.rounds} rounds of {args.steps} steps")
+    res = bench(args.batch, args.steps, args.rounds, args.warmup)
+    print(f"{'model':<14} {'params':>9} {'step ms':>8} {'median':>8} {'ratio':>6} {'(median)':>8}")
+    for k, r in res.items():
+        print(f"{k:<14} {r['params']:>9,} {r['step_ms']:>8.1f} {r['median_ms']:>8.1f} "
+              f"{r['ratio']:>6.3f} {r['ratio_median']:>8.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Sequence readers for multi-digit images (the paper's SVHN study): a Goodfellow-style CNN and
+its ST-CNN Single / Multi variants.
+
+Output contract (what ``stnlab.tasks.LitSequence`` trains): ``net(x)`` returns a tuple
+``(length_logits (B, max_length + 1), digit_logits (B, max_length, num_classes))``: one softmax
+over the length 0..max_length and one per digit position, whose class ``num_classes - 1`` is
+the blank after the sequence's end. Every model here declares ``task = "sequence"``;
+``stnlab-train`` refuses it on single-label data and a classifier on sequence data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from stnlab.spatial import SpatialTransformer
+
+from .backbones import SmallInputConv2d, _Model, ints, size2
+
+
+def loc_downsample_for(channels: int, size: tuple[int, int], max_features: int) -> int:
+    """The smallest power-of-two average pool that leaves a fully connected localisation net at
+    most ``max_features`` inputs (a 32-channel 32x32 map would otherwise give it 1M weights)."""
+    d = 1
+    h, w = size
+    while channels * (h // d) * (w // d) > max_features and min(h, w) // d > 1:
+        d *= 2
+    return d
+
+
+def conv_block(in_channels: int, out_channels: int, kernel_size: int,
+               norm: bool) -> nn.Sequential:
+    """``conv k x k ('same') -> [batch norm] -> ReLU -> max-pool 2``."""
+    layers: list[nn.Module] = [SmallInputConv2d(in_channels, out_channels, kernel_size,
+                                                padding=kernel_size // 2, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
+class SequenceHeads(nn.Module):
+    """``features -> FC hidden -> ReLU -> (length logits, per-position digit logits)``."""
+
+    def __init__(self, in_features: int, hidden: int, max_length: int, num_classes: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.max_length, self.num_classes = int(max_length), int(num_classes)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, int(hidden)),
+                                  nn.ReLU(inplace=True), nn.Dropout(float(dropout)))
+        self.out = nn.Linear(int(hidden), self.max_length + 1 + self.max_length * self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.out(self.body(x))
+        n = self.max_length + 1
+        return z[:, :n], z[:, n:].reshape(-1, self.max_length, self.num_classes)
+
+
+class SequenceCNN(_Model):
+    """The baseline: ``len(channels)`` conv blocks (conv 'same' -> batch norm -> ReLU ->
+    max-pool 2; ``norm=False`` drops the batch norm), one FC hidden layer, then one softmax for
+    the length and one per position (Goodfellow et al. 2014, scaled down for 64x64 on a CPU: 4
+    conv layers instead of 8, one FC layer of 256 instead of two of 3,072).
+    ``SequenceCNN(1, 64, 11)``: 670,621 parameters.
+
+    ``st_at`` lists conv layers (0-based) that get an affine spatial transformer in front, on
+    that layer's input (0: the image); the ST subclasses set it.
+    """
+
+    task: ClassVar[str] = "sequence"
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int | Sequence[int],
+        num_classes: int = 11,
+        max_length: int = 5,
+        channels: int | Sequence[int] = (32, 64, 64, 128),
+        kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
+        hidden: int = 256,
+        dropout: float = 0.0,
+        norm: bool = True,
+        st_at: int | Sequence[int] = (),
+        transform: str = "affine",
+        loc: str = "fc",
+        loc_kwargs: dict | None = None,
+        loc_features: int = 1024,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        channels, kernel_sizes = ints(channels), ints(kernel_sizes)
+        if len(kernel_sizes) == 1:
+            kernel_sizes = kernel_sizes * len(channels)
+        if len(channels) != len(kernel_sizes):
+            raise ValueError(f"model.channels {channels} and model.kernel_sizes {kernel_sizes} "
+                             "must have the same length")
+        if int(max_length) < 1 or int(num_classes) < 2:
+            raise ValueError(f"max_length={max_length} must be >= 1 and num_classes="
+                             f"{num_classes} >= 2 (10 digits + blank: 11)")
+        positions = sorted(set(ints(st_at)))
+        if any(not 0 <= p < len(channels) for p in positions):
+            raise ValueError(f"model.st_at={list(positions)}: conv layer indices in "
+                             f"0..{len(channels) - 1} (0 = in front of the first conv layer)")
+        h, w = size2(in_size)
+        c = int(in_channels)
+        layers: list[nn.Module] = []
+        for i, (co, k) in enumerate(zip(channels, kernel_sizes, strict=True)):
+            if i in positions:
+                lkw = dict(loc_kwargs or {})
+                downsample = (loc_downsample_for(c, (h, w), loc_features) if loc == "fc"
+                              else None)
+                layers.append(SpatialTransformer(
+                    in_channels=c, in_size=(h, w), transform=transform, loc=loc,
+                    loc_downsample=downsample, loc_kwargs=lkw))
+            layers.append(conv_block(c, co, k, norm))
+            c, h, w = co, h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"input {size2(in_size)} too small for {len(channels)} pools")
+        self.features = nn.Sequential(*layers)
+        self.heads = SequenceHeads(c * h * w, hidden, max_length, num_classes, dropout)
+        self._init_memory_format(channels_last)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.features(self._to_memory_format(x)))
+
+
+class SequenceSTCNNSingle(SequenceCNN):
+    """ST-CNN Single: one affine transformer on the image, with the paper's small conv
+    localisation net (``ConvLocalisation`` defaults), in front of ``SequenceCNN``. FC width 232
+    keeps the parameter count at the CNN's (``SequenceSTCNNSingle(1, 64, 11)``: 670,667)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int | Sequence[int],
+        num_classes: int = 11,
+        max_length: int = 5,
+        channels: int | Sequence[int] = (32, 64, 64, 128),
+        kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
+        hidden: int = 232,
+        dropout: float = 0.0,
+        norm: bool = True,
+        transform: str = "affine",
+        loc_kwargs: dict | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
+                         hidden, dropout, norm, st_at=(0,), transform=transform, loc="conv",
+                         loc_kwargs=loc_kwargs, channels_last=channels_last)
+
+
+class SequenceSTCNNMulti(SequenceCNN):
+    """ST-CNN Multi: an affine transformer in front of each of the first four conv layers (the
+    image, then the maps after conv 1, 2, 3), each with a fully connected localisation net of
+    two 32-unit layers (the paper's) on its input average-pooled down to at most
+    ``loc_features`` values. FC width 200 keeps the parameter count at the CNN's
+    (``SequenceSTCNNMulti(1, 64, 11)``: 672,293)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_size: int | Sequence[int],
+        num_classes: int = 11,
+        max_length: int = 5,
+        channels: int | Sequence[int] = (32, 64, 64, 128),
+        kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
+        hidden: int = 200,
+        dropout: float = 0.0,
+        norm: bool = True,
+        st_at: int | Sequence[int] = (0, 1, 2, 3),
+        transform: str = "affine",
+        loc_kwargs: dict | None = None,
+        loc_features: int = 1024,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
+                         hidden, dropout, norm, st_at=st_at, transform=transform, loc="fc",
+                         loc_kwargs=loc_kwargs, loc_features=loc_features,
+                         channels_last=channels_last)
+
+
+__all__ = ["SequenceCNN", "SequenceHeads", "SequenceSTCNNMulti", "SequenceSTCNNSingle"]

@@ -1,0 +1,279 @@
+"""Co-localisation (the paper, section 4): a transformer learns to crop the object that a set of
+images share, with no boxes, by a triplet loss on a fixed encoder's features.
+
+For images ``I_n`` and their crops ``I_n^T`` (the net's output), with ``e`` the encoder:
+``sum over n, m != n of max(0, ||e(I_n^T) - e(I_m^T)||^2 - ||e(I_n^T) - e(I_n^rand)||^2 + margin)``
+(here the mean over the batch's pairs), where ``I_n^rand`` is a crop of ``I_n`` of the same
+scale at a random place inside the canvas. Boxes are read only to report the share of crops
+whose IoU with the object's box exceeds ``iou_threshold`` (``val/iou_0.5``, ``test/iou_0.5``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+
+from stnlab.spatial.region import pixel_box_to_normalised, region_box_iou, sampled_region
+from stnlab.tasks.base import OptimizerFactory, SchedulerFactory, TaskModule
+
+log = logging.getLogger(__name__)
+
+
+def triplet_hinge(crops: torch.Tensor, randoms: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean over ordered pairs ``n != m`` of ``max(0, d(n, m) - d(n, rand_n) + margin)``, with
+    ``d`` the squared distance of the feature rows ``crops`` / ``randoms`` ``(B, D)``."""
+    b = crops.shape[0]
+    if b < 2:
+        return crops.sum() * 0.0  # no pair: nothing to pull together
+    sq = crops.pow(2).sum(1)
+    pos = (sq[:, None] + sq[None, :] - 2 * crops @ crops.T).clamp_min(0)  # (B, B); no sqrt
+    neg = (crops - randoms).pow(2).sum(1, keepdim=True)  # (B, 1)
+    hinge = F.relu(pos - neg + margin)
+    off = ~torch.eye(b, dtype=torch.bool, device=crops.device)
+    return hinge[off].mean()
+
+
+def random_crop_params(scale: torch.Tensor, generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+    """Attention parameters ``(B, 3)``: the given scales (clamped to (0, 1]) at uniformly random
+    centres that keep each crop inside the canvas."""
+    s = scale.clamp(1e-3, 1.0)
+    u = torch.rand(s.shape[0], 2, generator=generator, device="cpu").to(s)
+    return torch.cat([s[:, None], (2 * u - 1) * (1 - s)[:, None]], 1)
+
+
+class LitColocalisation(TaskModule):
+    """Triplet-loss co-localisation around ``net`` (``stnlab.models.CoLocaliser``: ``forward``
+    gives the crops, ``crop(x, params)`` crops at given parameters, ``st`` its transformer).
+
+    The encoder is pretrained, then frozen. It is a small CNN (``DigitEncoder`` with a
+    temporary linear head) trained for ``encoder_epochs`` on the plain 28x28 digits of the
+    training split, every class (``data.encoder_digits()``), at the start of fitting: no
+    pretrained weights can be downloaded here, and the paper's encoder is fixed too. Trained
+    jointly, the encoder could lower the loss by telling crops from random crops by anything
+    (scale, blur, position of the ink), not by the object, and the loss has no term that keeps
+    its features meaningful. A resumed run keeps the checkpoint's encoder.
+
+    Metrics: ``{train,val,test}/loss`` (the triplet loss), ``val/iou_0.5`` and
+    ``test/iou_0.5`` (share of crops with IoU > ``iou_threshold`` against the fixed sets'
+    boxes), ``val/iou_mean``, ``test/iou_mean``, ``val/iou_0.5_best``; ``val/acc``,
+    ``test/acc`` and ``test/error`` repeat the IoU share for the task-agnostic parts
+    (checkpoint monitor, ``stnlab-report``'s default metric).
+
+    Args:
+        net: the co-localisation net.
+        num_classes: unused (the data's class count; every image shows one class).
+        optimizer, scheduler, loc_lr_mult: as ``TaskModule``.
+        encoder: an ``nn.Module`` mapping crops to ``(B, D)`` features (Hydra ``_target_``);
+            None: ``DigitEncoder()``.
+        margin: the hinge's margin ``alpha`` (features are L2-normalised with ``normalise``,
+            so squared distances lie in [0, 4]).
+        normalise: L2-normalise the features before the distances.
+        encoder_epochs: pretraining epochs of the encoder (0: use it as given, e.g. loaded).
+        encoder_lr: Adam learning rate of the pretraining.
+        iou_threshold: a crop counts as right above this IoU (the paper: 0.5).
+    """
+
+    task = "colocalisation"
+    best_metric = "val/iou_0.5_best"
+    """The name under which ``stnlab.run.train`` records ``val_acc_best`` in results.json."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 10,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        loc_lr_mult: float = 1.0,
+        encoder: nn.Module | None = None,
+        margin: float = 1.0,
+        normalise: bool = True,
+        encoder_epochs: int = 2,
+        encoder_lr: float = 1e-3,
+        iou_threshold: float = 0.5,
+        random_scale: float | None = None,
+        anneal_from: float | None = None,
+        anneal_epochs: int = 0,
+    ):
+        super().__init__(net, optimizer, scheduler, loc_lr_mult)
+        for name in ("crop", "st"):
+            if not hasattr(net, name):
+                raise ValueError(f"LitColocalisation needs a net with .{name} (a CoLocaliser: "
+                                 f"model=colocaliser), got {type(net).__name__}")
+        if margin <= 0:
+            raise ValueError(f"module.margin={margin} must be > 0")
+        if encoder_epochs < 0:
+            raise ValueError(f"module.encoder_epochs={encoder_epochs} must be >= 0")
+        if not 0.0 < iou_threshold < 1.0:
+            raise ValueError(f"module.iou_threshold={iou_threshold} must be in (0, 1)")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "encoder"],
+                                  logger=False)
+        if encoder is None:
+            from stnlab.models.colocalisation import DigitEncoder
+
+            encoder = DigitEncoder(in_channels=net.st.in_channels, in_size=net.st.out_size)
+        self.encoder = encoder
+        self.margin, self.normalise = float(margin), bool(normalise)
+        self.encoder_epochs, self.encoder_lr = int(encoder_epochs), float(encoder_lr)
+        self.iou_threshold = float(iou_threshold)
+        if random_scale is not None and not 0.0 < random_scale <= 1.0:
+            raise ValueError(f"module.random_scale={random_scale} must be in (0, 1] or null")
+        self.random_scale = None if random_scale is None else float(random_scale)
+        family = net.st.transform
+        self.final_max_scale = float(getattr(family, "max_scale", 1.0))
+        if anneal_from is not None and anneal_epochs > 0:
+            if not hasattr(family, "max_scale") or anneal_from < self.final_max_scale:
+                raise ValueError(f"module.anneal_from={anneal_from} needs a crop family with "
+                                 f"max_scale (CoLocaliser) and >= model.max_scale="
+                                 f"{self.final_max_scale}")
+        self.anneal_from = None if anneal_from is None else float(anneal_from)
+        self.anneal_epochs = int(anneal_epochs)
+        self.register_buffer("encoder_ready", torch.tensor(False))  # restored on resume
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()  # the name stnlab.run.train reads
+        self.val_acc_best.persistent(True)
+
+    # -- the encoder ----------------------------------------------------------------------
+    def _freeze_encoder(self) -> None:
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+
+    def pretrain_encoder(self, images: torch.Tensor, labels: torch.Tensor,
+                         batch_size: int = 64) -> float:
+        """Train the encoder with a temporary linear head on ``images`` (uint8 ``(N, H, W)``
+        digits) and ``labels``; returns the last epoch's training accuracy."""
+        device = self.device
+        x = images.float().div(255).unsqueeze(1)
+        if tuple(x.shape[2:]) != tuple(self.net.st.out_size):
+            x = F.interpolate(x, size=tuple(self.net.st.out_size), mode="bilinear",
+                              align_corners=False)
+        y = labels.long()
+        with torch.no_grad():
+            dim = self.encoder(x[:2].to(device)).shape[1]
+        head = nn.Linear(dim, int(y.max()) + 1).to(device)
+        opt = torch.optim.Adam([*self.encoder.parameters(), *head.parameters()],
+                               lr=self.encoder_lr)
+        self.encoder.train()
+        acc = 0.0
+        for _ in range(self.encoder_epochs):
+            correct = 0
+            for idx in torch.randperm(len(y)).split(batch_size):
+                xb, yb = x[idx].to(device), y[idx].to(device)
+                logits = head(self.encoder(xb))
+                loss = F.cross_entropy(logits, yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                correct += int((logits.argmax(1) == yb).sum())
+            acc = correct / len(y)
+        return acc
+
+    def on_fit_start(self) -> None:
+        if not bool(self.encoder_ready) and self.encoder_epochs > 0:
+            data = self.trainer.datamodule
+            if not hasattr(data, "encoder_digits"):
+                raise ValueError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
+                                 "encoder elsewhere and set module.encoder_epochs=0")
+            acc = self.pretrain_encoder(*data.encoder_digits())
+            log.info("co-localisation encoder pretrained: %d epochs, train accuracy %.3f",
+                     self.encoder_epochs, acc)
+        self.encoder_ready.fill_(True)
+        self._freeze_encoder()
+
+    def max_scale_at(self, epoch: int) -> float:
+        """The crops' largest scale in ``epoch``: from ``anneal_from`` down to the model's
+        ``max_scale`` linearly over ``anneal_epochs`` (coarse to fine), then constant."""
+        if self.anneal_from is None or self.anneal_epochs <= 0 or epoch >= self.anneal_epochs:
+            return self.final_max_scale
+        t = epoch / self.anneal_epochs
+        return self.anneal_from + t * (self.final_max_scale - self.anneal_from)
+
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.net.st.transform, "max_scale"):
+            self.net.st.transform.max_scale = self.max_scale_at(self.current_epoch)
+
+    def on_fit_end(self) -> None:
+        if hasattr(self.net.st.transform, "max_scale"):
+            self.net.st.transform.max_scale = self.final_max_scale
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if bool(self.encoder_ready):
+            self.encoder.eval()  # frozen: batch norm or dropout in it stay in eval mode
+        return self
+
+    # -- the loss ----------------------------------------------------------------------------
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        f = self.encoder(crops).flatten(1)
+        return F.normalize(f, dim=1) if self.normalise else f
+
+    def _loss(self, x: torch.Tensor) -> torch.Tensor:
+        crops = self.net(x)
+        scale = self.net.last_scale()
+        if self.random_scale is not None:
+            scale = torch.full_like(scale, self.random_scale)
+        randoms = self.net.crop(x, random_crop_params(scale))
+        return triplet_hinge(self.features(crops), self.features(randoms), self.margin)
+
+    def training_step(self, batch, batch_idx: int):
+        x, _ = batch
+        loss = self._loss(x)
+        self.check_finite(loss, batch_idx)
+        self.train_loss(loss)
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_spatial_diagnostics()
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_loss(self._loss(batch[0]))
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.test_loss(self._loss(batch[0]))
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+
+    # -- evaluation against the boxes -------------------------------------------------------
+    @torch.no_grad()
+    def crop_ious(self, images: torch.Tensor, boxes: torch.Tensor,
+                  batch_size: int = 500) -> torch.Tensor:
+        """IoU ``(N,)`` of each image's crop with its box (pixel ``(x0, y0, x1, y1)``)."""
+        st = self.net.st
+        out = []
+        for x, b in zip(images.split(batch_size), boxes.split(batch_size), strict=True):
+            region = sampled_region(st.transform, st.loc(x.to(self.device)).float())
+            box = pixel_box_to_normalised(b.to(region.device), x.shape[-2:]).to(region.dtype)
+            out.append(region_box_iou(region, box))
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _iou_metrics(self, split: str) -> dict[str, float]:
+        data = self.trainer.datamodule
+        boxes = getattr(data, "boxes", {}).get(split)
+        dataset = getattr(data, f"{split}_set", None)
+        if boxes is None or dataset is None:
+            raise ValueError(f"{type(data).__name__} keeps no {split} boxes: co-localisation "
+                             "is measured against data.boxes (data=colocalisation)")
+        ious = self.crop_ious(dataset.tensors[0], boxes)
+        return {"share": float((ious > self.iou_threshold).float().mean()),
+                "mean": float(ious.mean())}
+
+    def on_validation_epoch_end(self) -> None:
+        m = self._iou_metrics("val")
+        share = torch.tensor(m["share"])
+        self.log_dict({"val/iou_0.5": share, "val/iou_mean": m["mean"], "val/acc": share},
+                      prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(share)
+        self.log("val/iou_0.5_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        m = self._iou_metrics("test")
+        self.log_dict({"test/iou_0.5": m["share"], "test/iou_mean": m["mean"],
+                       "test/acc": m["share"], "test/error": 1.0 - m["share"]})
+
+
+__all__ = ["LitColocalisation", "random_crop_params", "triplet_hinge"]

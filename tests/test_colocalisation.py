@@ -1,0 +1,103 @@
+"""Co-localisation: the one-class canvases and their boxes, the triplet loss, the IoU metric and
+a short real fit."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from stnlab.data import ColocalisationMNIST
+from stnlab.data.distortions.warp import INK_THRESHOLD
+from stnlab.models import CoLocaliser
+from stnlab.run.train import build_data_and_module
+from stnlab.tasks import LitColocalisation
+from stnlab.tasks.colocalisation import random_crop_params, triplet_hinge
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    dm = ColocalisationMNIST(data_dir=str(tmp_path_factory.mktemp("coloc")), digit_class=3,
+                             num_clutter=16)
+    dm.setup()
+    return dm
+
+
+def test_one_class_canvases_and_boxes_for_evaluation_only(data):
+    x, y = data.val_set.tensors
+    assert x.shape[1:] == (1, 84, 84) and (y == 3).all() and len(y) > 30
+    assert len(data.encoder_digits()[1].unique()) == 10  # the encoder sees every class
+    boxes = data.boxes["val"]
+    assert boxes.shape == (len(y), 4) and ((boxes[:, 2] - boxes[:, 0]) == 27).all()
+    digit = ColocalisationMNIST(data_dir=str(data.data_dir), digit_class=3, num_clutter=0)
+    digit.setup()  # translated: all the ink is the digit's, inside its 28x28 frame
+    for img, (x0, y0, x1, y1) in zip(digit.val_set.tensors[0][:20], digit.boxes["val"][:20],
+                                     strict=True):
+        ink = img[0] > INK_THRESHOLD
+        inside = ink[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1].sum()
+        assert inside == ink.sum() > 0
+    batch = next(iter(data.train_dataloader()))
+    images, labels = data.on_after_batch_transfer(batch, 0)
+    assert images.shape[1:] == (1, 84, 84) and (labels == 3).all()  # no box in the batch
+
+
+def test_bad_digit_class_and_box():
+    with pytest.raises(ValueError, match="data.digit_class"):
+        ColocalisationMNIST(digit_class=12)
+    with pytest.raises(ValueError, match="data.box"):
+        ColocalisationMNIST(box="tight")
+
+
+def test_triplet_hinge():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    far = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    assert triplet_hinge(a, far, margin=1.0) == 0.0  # crops alike, far from the random ones
+    assert triplet_hinge(a, a, margin=1.0) == pytest.approx(1.0)  # no better than random
+    p = random_crop_params(torch.full((100,), 0.25))
+    assert (p[:, 0] == 0.25).all() and p[:, 1:].abs().max() <= 0.75  # inside the canvas
+
+
+def test_iou_metric_of_a_known_crop(data):
+    net = CoLocaliser(1, 84)
+    module = LitColocalisation(net, encoder_epochs=0)
+    boxes = data.boxes["val"]
+    x = data.val_set.tensors[0]
+    ious = module.crop_ious(x, boxes)  # a fresh net: one centred crop for every image
+    assert ious.shape == (len(x),) and ((0 <= ious) & (ious <= 1)).all()
+    # a fresh net crops the centred 90% of the canvas: at best the whole 28x28 box inside it
+    assert 0 < ious.max() <= (28 / (0.9 * 84)) ** 2 + 1e-4
+    # an oracle localisation net: the crop on the box itself has IoU 1
+    centre = (boxes[:, :2] + boxes[:, 2:] + 1).float() / 2 / 84 * 2 - 1
+    params = torch.cat([torch.full((len(x), 1), 28 / 84), centre], 1)
+    from stnlab.spatial.region import pixel_box_to_normalised, region_box_iou
+
+    poly = net.st.transform._points(params, torch.tensor(
+        [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]).expand(len(x), 4, 2))
+    iou = region_box_iou(poly, pixel_box_to_normalised(boxes, 84))
+    assert torch.allclose(iou, torch.ones_like(iou), atol=1e-5)
+
+
+def test_short_fit_logs_iou_and_keeps_the_encoder_frozen(make_cfg):
+    cfg = make_cfg("train", ["data=colocalisation", "model=colocaliser", "data.digit_class=1",
+                             "module.encoder_epochs=1", "module.anneal_epochs=2"])
+    data, module = build_data_and_module(cfg)
+    assert isinstance(module, LitColocalisation)
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    assert bool(module.encoder_ready) and not any(p.requires_grad
+                                                  for p in module.encoder.parameters())
+    metrics = trainer.callback_metrics
+    assert 0.0 <= float(metrics["val/iou_0.5"]) <= 1.0 and "val/iou_0.5_best" in metrics
+    assert module.net.st.transform.max_scale == pytest.approx(0.36)  # annealing ended
+    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    assert {"test/iou_0.5", "test/iou_mean", "test/error"} <= set(test)
+
+
+def test_classification_data_is_refused(make_cfg):
+    from stnlab.errors import StnlabError
+
+    with pytest.raises(StnlabError, match="colocalisation"):
+        build_data_and_module(make_cfg("train", ["model=colocaliser",
+                                                 "module=colocalisation"]))
