@@ -314,7 +314,7 @@ def test_multirun_reports_the_bad_job_and_runs_the_good_one(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]  # the sweep reports its failure...
-    logged = [line for line in _lines(output) if "ERROR" in line]
+    logged = [line for line in _lines(output) if "[ERROR]" in line]
     assert len(logged) == 1 and "data.batch_size=0: must be a whole number >= 1" in logged[0]
     # (at its end the sweep re-raises the failed job's error: Hydra's short traceback, as for
     # any failed job of a multirun)
