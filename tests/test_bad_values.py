@@ -3,10 +3,11 @@ the real entry points (docs/reliability.md, "Bad values").
 
 The sweep composes each base config once and applies every bad override with Hydra's own
 override step (what ``compose`` and ``stnlab-train`` do after the defaults list), then runs
-``run_reporting_errors(train, cfg)``: a value of the wrong type is refused by the typed schema
-(a ``ConfigCompositionException`` naming the key), any other by ``stnlab.config.validate``
-(exit status 2, exactly one ERROR line naming the key and the value, nothing written).
-``python tests/test_bad_values.py`` prints the tally of both.
+``run_reporting_errors(train, cfg)`` inside ``one_line_errors`` (as ``stnlab-train`` does): a
+value of the wrong type is refused by the typed schema (a ``ConfigCompositionException``), any
+other by ``stnlab.config.validate``; either way exit status 2 and exactly one ERROR line naming
+the key, the value and what is allowed, nothing written. ``python tests/test_bad_values.py``
+prints the tally of both.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stnlab.cli import run_reporting_errors
+from stnlab.cli import USER_FULL_ERROR, one_line, one_line_errors, run_reporting_errors
 from stnlab.config import CONFIG_DIR
 from stnlab.config.validate import RULES, check_config, config_problems, rule_for
 from stnlab.errors import ConfigValueError
@@ -173,11 +174,11 @@ def with_overrides(groups: tuple[str, ...], overrides: tuple[str, ...], root: Pa
 
 
 def outcome(groups, overrides, root: Path) -> tuple[str, str]:
-    """("schema", message) when composing refuses it, ("check", message) when train does."""
+    """("schema", line) when composing refuses it, ("check", line) when train does."""
     try:
         cfg = with_overrides(groups, overrides, root)
     except ConfigCompositionException as e:
-        return "schema", f"{e} {e.__cause__}"
+        return "schema", one_line(e)
     try:
         check_config(cfg)
     except ConfigValueError as e:
@@ -193,23 +194,23 @@ def root(tmp_path_factory):
 
 @pytest.mark.parametrize(("groups", "overrides", "key"), CASES,
                          ids=[" ".join((*g, *o)) for g, o, _ in CASES])
-def test_bad_value_is_one_clear_line(groups, overrides, key, root, caplog):
-    try:
-        cfg = with_overrides(groups, overrides, root)
-    except ConfigCompositionException as e:  # the typed schema: wrong type, named
-        assert key.rsplit(".", 1)[-1] in f"{e} {e.__cause__}"
-        return
+def test_bad_value_is_one_clear_line(groups, overrides, key, root, caplog, capsys):
     caplog.set_level(logging.INFO)
-    with pytest.raises(SystemExit) as stopped:
-        run_reporting_errors(train, cfg)
+    with pytest.raises(SystemExit) as stopped, one_line_errors():
+        run_reporting_errors(train, with_overrides(groups, overrides, root))
     assert stopped.value.code == 2
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1, errors
-    assert errors[0].startswith("ConfigValueError: ") and "\n" not in errors[0]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = logged + _lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "\n" not in errors[0], errors
     assert key in errors[0], errors[0]
-    if len(overrides) == 1 and "distortion_params" not in key:
-        assert f"{key}=" in errors[0]  # the value given, and what is allowed
-        assert "must be" in errors[0]
+    if logged:  # the check
+        assert errors[0].startswith("ConfigValueError: ")
+        if len(overrides) == 1 and "distortion_params" not in key:
+            assert f"{key}=" in errors[0] and "must be" in errors[0]  # value, what is allowed
+    else:  # the typed schema: wrong type
+        assert errors[0].startswith(f"ERROR: {overrides[0]}: "), errors[0]  # key and value
+        assert any(w in errors[0] for w in ("could not be converted to", "Cannot convert",
+                                            "is not a valid", "is not Optional")), errors[0]
     assert not (root / "out").exists()  # nothing written, nothing built
 
 
@@ -246,12 +247,14 @@ def _cli_train(monkeypatch, tmp_path, capfd, *args: str) -> tuple[int, str]:
     from stnlab.cli import train as cli
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", ["stnlab-train", *args,
                                       f"paths.data_dir={tmp_path / 'data'}"])
     GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as stopped:
         cli.main()
     GlobalHydra.instance().clear()
+    assert "HYDRA_FULL_ERROR" not in os.environ and USER_FULL_ERROR not in os.environ
     out, err = capfd.readouterr()
     return stopped.value.code, out + err
 
@@ -272,36 +275,76 @@ def test_stnlab_train_in_process(args, monkeypatch, tmp_path, capfd):
     assert not list(tmp_path.glob("outputs/train/runs/*/config.yaml"))  # only .hydra/
 
 
-def test_stnlab_train_wrong_type_is_named_by_the_schema(monkeypatch, tmp_path, capfd):
-    code, output = _cli_train(monkeypatch, tmp_path, capfd, "data.batch_size=big")
-    assert code == 1 and "Traceback" not in output
-    assert "data.batch_size" in output and "'big'" in output
+@pytest.mark.parametrize(("args", "words"), [
+    (("data.batch_size=big",), "data.batch_size=big: Value 'big' of type 'str' could not be "
+                               "converted to Integer (DistortedMNISTConfig)"),
+    (("model.transform=[affine]",), "model.transform=[affine]: Cannot convert 'list' to string"),
+    (("-m", "data.batch_size=big,64"), "data.batch_size=big: Value 'big'"),  # before any job
+    (("model=bogus",), "model=bogus: In 'train': Could not find 'model/bogus'; available "
+                       "options in 'model': cnn, cnn3d,"),
+    (("trainer.max_epoch=3",), "trainer.max_epoch=3: Key 'max_epoch' not in 'TrainerConfig'; "
+                               "did you mean max_epochs"),
+    (("data.distortion_params.scale=[1,2]",), "To append to your config use "
+                                              "+data.distortion_params.scale=[1,2]"),
+    (("+seed=1",), "An item is already at 'seed'; Either remove + prefix: 'seed=1'"),
+    (("data.batch_size=[1,",), "data.batch_size=[1,: no viable alternative at input '[1,'"),
+    (("data.batch_size=${nosuch}",), "data.batch_size: Interpolation key 'nosuch' not found"),
+])
+def test_stnlab_train_compose_errors_are_one_line(args, words, monkeypatch, tmp_path, capfd):
+    """Refused by Hydra or the typed schema when composing: one ERROR line, exit status 2."""
+    code, output = _cli_train(monkeypatch, tmp_path, capfd, *args)
+    errors = [line for line in _lines(output) if "ERROR" in line]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
+    assert errors[0].startswith("ERROR: ") and words in errors[0], errors[0]
+    assert "nosuch" in args[0] or not list(tmp_path.glob("outputs/**/.hydra"))  # no job started
+    assert not (tmp_path / "data").exists()
 
 
-def test_full_error_raises_for_the_traceback(monkeypatch, tmp_path):
+@pytest.mark.parametrize("ckpt", ["/no/such.ckpt", "last"])
+def test_stnlab_train_missing_checkpoint_is_refused_first(ckpt, monkeypatch, tmp_path, capfd):
+    """Checked before the data is set up or the model built."""
+    code, output = _cli_train(monkeypatch, tmp_path, capfd, f"ckpt_path={ckpt}", "debug=fast")
+    errors = [line for line in _lines(output) if "ERROR" in line]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
+    assert "checkpoint not found: " in errors[0] and ckpt.strip("/") in errors[0]
+    assert not (tmp_path / "data").exists()  # no data set up
+    assert not list(tmp_path.glob("outputs/train/runs/*/config.yaml"))  # only .hydra/
+
+
+@pytest.mark.parametrize(("arg", "error", "words"), [
+    ("data.batch_size=0", ConfigValueError, r"data\.batch_size=0: must be"),
+    ("data.batch_size=big", ConfigCompositionException, "Error merging override"),
+])
+def test_full_error_raises_for_the_traceback(arg, error, words, monkeypatch, tmp_path):
     """HYDRA_FULL_ERROR=1: the error propagates (Python prints its traceback)."""
     from stnlab.cli import train as cli
 
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["stnlab-train", "data.batch_size=0"])
+    monkeypatch.setattr(sys, "argv", ["stnlab-train", arg])
     GlobalHydra.instance().clear()
-    with pytest.raises(ConfigValueError, match=r"data\.batch_size=0: must be"):
+    with pytest.raises(error, match=words):
         cli.main()
     GlobalHydra.instance().clear()
+    assert os.environ["HYDRA_FULL_ERROR"] == "1" and USER_FULL_ERROR not in os.environ
 
 
-def test_console_script_prints_one_line(tmp_path):
+@pytest.mark.parametrize(("arg", "words"), [
+    ("data.batch_size=0", "data.batch_size=0: must be a whole number >= 1"),
+    ("data.batch_size=big", "ERROR: data.batch_size=big: Value 'big' of type 'str' could not be "
+                            "converted to Integer (DistortedMNISTConfig)"),
+])
+def test_console_script_prints_one_line(arg, words, tmp_path):
     exe = shutil.which("stnlab-train", path=str(Path(sys.executable).parent))
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run([exe, "data.batch_size=0", f"paths.data_dir={tmp_path / 'data'}"],
+    proc = subprocess.run([exe, arg, f"paths.data_dir={tmp_path / 'data'}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**env, "OMP_NUM_THREADS": "1"})
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert _lines(output) == [line for line in _lines(output) if "ERROR" in line], output
     assert len(_lines(output)) == 1 and "Traceback" not in output
-    assert "data.batch_size=0: must be a whole number >= 1" in output
+    assert words in output
     assert not list(tmp_path.glob("outputs/**/results.json"))
 
 
@@ -313,11 +356,11 @@ def test_multirun_reports_the_bad_job_and_runs_the_good_one(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output[-3000:]  # the sweep reports its failure...
-    logged = [line for line in _lines(output) if "[ERROR]" in line]
+    assert proc.returncode == 2, output[-3000:]  # the sweep reports its failure...
+    logged = [line for line in _lines(output) if "ERROR" in line]
     assert len(logged) == 1 and "data.batch_size=0: must be a whole number >= 1" in logged[0]
-    # (at its end the sweep re-raises the failed job's error: Hydra's short traceback, as for
-    # any failed job of a multirun)
+    assert "Traceback" not in output  # at its end, Hydra's line naming the failed job:
+    assert "Error executing job with overrides: ['data.batch_size=0'" in output
     results = list(tmp_path.glob("outputs/train/multiruns/*/*/results.json"))
     assert [r.parent.name.split("_")[0] for r in results] == ["1"]  # ...and the good job ran
     assert json.loads(results[0].read_text())["epochs"] >= 0
@@ -351,6 +394,8 @@ def fake_run(tmp_path):
 @pytest.mark.parametrize(("args", "words"), [
     ((), "ckpt_path is not set"),
     (("ckpt_path=nowhere/best.ckpt",), "checkpoint not found: nowhere/best.ckpt"),
+    (("ckpt_path=/no/such/file",), "checkpoint not found: /no/such/file"),
+    (("ckpt_path=RUN", "data.batch_size=big"), "+data.batch_size=big"),  # data: {} is open
     (("ckpt_path=notes.txt",), "not a readable checkpoint"),
     (("ckpt_path=RUN", "trainer.devices=0"), "trainer.devices=0: must be"),
     (("ckpt_path=RUN", "+data.batch_size=0"), "data.batch_size=0: must be"),
@@ -364,6 +409,7 @@ def test_stnlab_eval_bad_inputs(args, words, fake_run, monkeypatch, tmp_path, ca
     assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
     assert words in errors[0]
     assert not list(tmp_path.glob("outputs/**/results.json"))
+    assert not (tmp_path / "data").exists()  # the run's data: not set up
 
 
 # -- stnlab-report, stnlab-robustness, stnlab-preview: argparse scripts ------------------------
@@ -454,11 +500,11 @@ if __name__ == "__main__":  # the tally in docs/reliability.md
     from collections import Counter
 
     with tempfile.TemporaryDirectory() as root:
-        tally = Counter()
+        tally, one = Counter(), 0
         for groups, overrides, key in CASES:
             how, message = outcome(groups, overrides, Path(root))
-            one_line = how == "check" and "\n" not in message and key in message
-            tally[how if how != "check" else ("check, one line" if one_line else "check, ?")] += 1
+            tally[how] += 1
+            one += how != "accepted" and "\n" not in message and key in message
             if how == "accepted":
                 print("ACCEPTED:", groups, overrides)
-    print(f"{len(CASES)} bad values:", dict(tally))
+    print(f"{len(CASES)} bad values, {one} refused in one line naming the key:", dict(tally))

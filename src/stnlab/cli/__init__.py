@@ -5,17 +5,37 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
+import sys
+from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from stnlab.errors import StnlabError
 
 log = logging.getLogger(__name__)
+
+REPORTED = (StnlabError, InstantiationException, FloatingPointError)  # bad input, not a bug
+USER_FULL_ERROR = "STNLAB_USER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while ours is 1
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1`` before ``one_line_errors``,
+    also in the processes a run starts)."""
+    return os.environ.get(USER_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
 def run_reporting_errors(task, cfg: DictConfig):
@@ -27,9 +47,75 @@ def run_reporting_errors(task, cfg: DictConfig):
     """
     try:
         return task(cfg)
-    except (StnlabError, InstantiationException, FloatingPointError) as e:
-        log.error("%s", e if isinstance(e, InstantiationException) else f"{type(e).__name__}: {e}")
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or (
-                HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    except REPORTED as e:
+        log.error("%s", describe(e))
+        if full_error() or (HydraConfig.initialized() and
+                            HydraConfig.get().mode == RunMode.MULTIRUN):
+            e.stnlab_logged = True  # for one_line_errors: said already
             raise
         raise SystemExit(2) from None
+
+
+def describe(e: BaseException) -> str:
+    """A user-fixable error in one line: ``ConfigValueError: <message>``, or ``one_line(e)``."""
+    if isinstance(e, (StnlabError, FloatingPointError)):
+        return f"{type(e).__name__}: {e}"
+    return one_line(e)
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's or OmegaConf's message of several lines in one: the override (or full key), what
+    is wrong, what is allowed (the options of a config group; the keys near an unknown key)."""
+    text = str(e).split("\nConfig search path:")[0]
+    if isinstance(e, MissingConfigException) and e.options:  # model=bogus
+        group, _, name = (e.missing_cfg_file or "").rpartition("/")
+        return (f"{group}={name}: {text.splitlines()[0]}; available options in '{group}': "
+                f"{', '.join(e.options)}")
+    found = re.search(r"(?:Error merging override |To append to your config use \+)(.+)", text)
+    where = found.group(1) if found else getattr(e, "override", None)
+    cause = e if isinstance(e, OmegaConfBaseException) else e.__cause__
+    parts = [] if cause is e else [line for line in text.splitlines() if line.strip()]
+    if isinstance(cause, OmegaConfBaseException):  # it says what is wrong; drop Hydra's title
+        parts = [p for p in parts if not p.startswith(("Error merging", "Could not override"))]
+        where = where or cause.full_key
+        what = str(cause).splitlines()[0]
+        kind = getattr(cause, "object_type_str", None)
+        if kind not in (None, "dict", "list") and kind not in what:
+            what += f" ({kind})"
+        node = cause.parent_node
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(
+                node, DictConfig) and len(node):
+            keys = [str(k) for k in node if k not in ("_target_", "hydra")]
+            close = difflib.get_close_matches(str(cause.key), keys, n=3)
+            what += f"; did you mean {' or '.join(close)}?" if close else (
+                f"; keys: {', '.join(keys)}")
+        parts.insert(0, what)
+    message = "; ".join(p.strip().rstrip(".:") for p in parts)
+    return f"{where}: {message}" if where else message
+
+
+@contextmanager
+def one_line_errors():
+    """Around a ``@hydra.main`` call: a bad override or config (wrong type, unknown key or option)
+    ends in one ERROR line, exit status 2, like ``stnlab.config.validate``'s check.
+
+    Hydra is told ``HYDRA_FULL_ERROR=1`` so that its errors reach us; the user's own
+    ``HYDRA_FULL_ERROR=1`` re-raises them with the traceback. Any other error keeps its traceback.
+    """
+    saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", USER_FULL_ERROR)}
+    os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (*REPORTED, CompactHydraException, ValidationError, InterpolationResolutionError) as e:
+        if os.environ[USER_FULL_ERROR] == "1":
+            raise
+        if not getattr(e, "stnlab_logged", False):  # a multirun's failed job was logged
+            print(f"ERROR: {describe(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

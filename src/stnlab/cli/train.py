@@ -13,7 +13,7 @@ import os
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stnlab.cli import run_reporting_errors
+from stnlab.cli import one_line_errors, run_reporting_errors
 from stnlab.config import CONFIG_DIR
 from stnlab.run.distributed import JOB_CONFIG_ENV, is_ddp_child
 from stnlab.run.train import train
@@ -26,12 +26,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """Console entry point: a DDP child trains its parent's job; anything else goes to Hydra."""
+    """Console entry point: a DDP child trains its parent's job; anything else goes to Hydra
+    (a bad override ends in one line: ``one_line_errors``)."""
     if is_ddp_child():
         logging.basicConfig(level=logging.INFO)
         run_reporting_errors(train, OmegaConf.load(os.environ[JOB_CONFIG_ENV]))
         return
-    hydra_main()
+    with one_line_errors():
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -150,6 +150,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)  # it exists, before the data is set up
     output_dir.mkdir(parents=True, exist_ok=True)
     if not is_ddp_child() and rank_zero_only.rank == 0:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
@@ -170,7 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model %s: %d parameters; data: %s", cfg.model._target_, num_params, data.describe())
 
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, output_dir))
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         check_ranks_agree(trainer, resolved)
         results: dict[str, Any] = {
             getattr(module, "best_metric", "val/acc_best"): float(module.val_acc_best.compute()),
