@@ -67,7 +67,7 @@ multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 mode
 	$(BIN)/stnlab-report $(MULTIDIGIT) --metric test/seq_error --out docs/results/multidigit
 
 COLOC ?= outputs/coloc_study
-coloc: install  ## co-localisation of docs/results.md: 10 digit classes, translated and cluttered (~25 min, 2 cores)
+coloc: install  ## co-localisation of docs/results.md: 10 digit classes, translated and cluttered (~10 min, 2 cores)
 	$(call halves,$(COLOC),translated,experiment=coloc,cluttered,experiment=coloc data.num_clutter=16,docs/results/coloc)
 	$(BIN)/stnlab-report $(COLOC) --metric test/iou_0.5 --out docs/results/coloc
 

@@ -57,6 +57,26 @@ def test_triplet_hinge():
     assert (p[:, 0] == 0.25).all() and p[:, 1:].abs().max() <= 0.75  # inside the canvas
 
 
+def test_detached_partner_moves_only_the_anchor():
+    """Crop 0 on empty canvas (alike its random crop), crop 1 on the digit: only crop 0's term
+    is active; detached, it no longer pulls crop 1 towards crop 0."""
+    crops = torch.tensor([[0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    randoms = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    for detach, moved in ((False, True), (True, False)):
+        loss = triplet_hinge(crops, randoms, margin=1.0, detach_partner=detach)
+        assert loss.item() == pytest.approx(2.0)  # ((2 - 0 + 1) + (2 - 2 + 1)) / 2
+        (grad,) = torch.autograd.grad(loss, crops)
+        assert bool(grad[1].abs().sum() > 1.5) is moved
+
+
+def test_encoder_background_is_the_canvas_without_its_digit(data):
+    windows = data.encoder_background(64)
+    assert windows.shape == (64, 28, 28) and windows.dtype == torch.uint8
+    assert windows.max() > 0  # clutter patches
+    translated = ColocalisationMNIST(data_dir=str(data.data_dir), digit_class=3)
+    assert translated.encoder_background(8).max() == 0  # blank
+
+
 def test_iou_metric_of_a_known_crop(data):
     net = CoLocaliser(1, 84)
     module = LitColocalisation(net, encoder_epochs=0)

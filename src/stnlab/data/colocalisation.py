@@ -104,6 +104,30 @@ class ColocalisationMNIST(DigitDataModule):
             self.setup("fit")
         return self.encoder_set
 
+    def encoder_background(self, n: int, generator: torch.Generator | None = None
+                           ) -> torch.Tensor:
+        """``n`` digit-sized (28x28) windows of canvases made without their digit: uint8
+        ``(n, 28, 28)``, blank when translated, clutter patches when cluttered. The encoder's
+        pretraining learns them as one more class, so that its features tell a digit from the
+        canvas around it (a classifier of centred digits alone maps a blank crop close to a
+        thin "1")."""
+        if self.encoder_set is None:
+            self.setup("fit")
+        gen = generator or torch.Generator().manual_seed(self.seed + 7)
+        digits = self.encoder_set[0]
+        idx = torch.randint(len(digits), (n,), generator=gen)
+        x = self.recipe.check_input(digits[idx].float().div(255).unsqueeze(1))
+        clutter = self.recipe.layout(x, self.recipe.sample_params(n, gen),
+                                     with_footprint=False)["clutter"][:, 0]
+        h, w = clutter.shape[-2:]
+        top = torch.randint(h - DIGIT_SIZE + 1, (n,), generator=gen)
+        left = torch.randint(w - DIGIT_SIZE + 1, (n,), generator=gen)
+        ar = torch.arange(DIGIT_SIZE)
+        rows = (top[:, None] + ar)[:, :, None].expand(-1, -1, DIGIT_SIZE)
+        cols = (left[:, None] + ar)[:, None, :].expand(-1, DIGIT_SIZE, -1)
+        windows = clutter[torch.arange(n)[:, None, None], rows, cols]
+        return windows.mul(255).round().clamp(0, 255).to(torch.uint8)
+
     def _canvases(self, digits: torch.Tensor, generator: torch.Generator):
         """Canvases and each digit's box ``(x0, y0, x1, y1)`` (inclusive pixels)."""
         x = self.recipe.check_input(digits)

@@ -23,14 +23,20 @@ from stnlab.tasks.base import OptimizerFactory, SchedulerFactory, TaskModule
 log = logging.getLogger(__name__)
 
 
-def triplet_hinge(crops: torch.Tensor, randoms: torch.Tensor, margin: float) -> torch.Tensor:
+def triplet_hinge(crops: torch.Tensor, randoms: torch.Tensor, margin: float,
+                  detach_partner: bool = False) -> torch.Tensor:
     """Mean over ordered pairs ``n != m`` of ``max(0, d(n, m) - d(n, rand_n) + margin)``, with
-    ``d`` the squared distance of the feature rows ``crops`` / ``randoms`` ``(B, D)``."""
+    ``d`` the squared distance of the feature rows ``crops`` / ``randoms`` ``(B, D)``.
+
+    ``detach_partner``: the term of anchor ``n`` moves crop ``n`` only (crop ``m`` is its
+    target). Where both terms of a pair are active the gradient keeps its direction; where
+    only ``n``'s is (``n`` on empty canvas, whose random crop looks like it, ``m`` on the
+    digit), ``m`` is no longer pulled off its digit."""
     b = crops.shape[0]
     if b < 2:
         return crops.sum() * 0.0  # no pair: nothing to pull together
-    sq = crops.pow(2).sum(1)
-    pos = (sq[:, None] + sq[None, :] - 2 * crops @ crops.T).clamp_min(0)  # (B, B); no sqrt
+    partners = crops.detach() if detach_partner else crops
+    pos = (crops[:, None, :] - partners[None, :, :]).pow(2).sum(-1)  # (B, B); no sqrt
     neg = (crops - randoms).pow(2).sum(1, keepdim=True)  # (B, 1)
     hinge = F.relu(pos - neg + margin)
     off = ~torch.eye(b, dtype=torch.bool, device=crops.device)
@@ -52,7 +58,8 @@ class LitColocalisation(TaskModule):
 
     The encoder is pretrained, then frozen. It is a small CNN (``DigitEncoder`` with a
     temporary linear head) trained for ``encoder_epochs`` on the plain 28x28 digits of the
-    training split, every class (``data.encoder_digits()``), at the start of fitting: no
+    training split, every class (``data.encoder_digits()``), and on windows of canvases without
+    their digit as one more class (``data.encoder_background()``), at the start of fitting: no
     pretrained weights can be downloaded here, and the paper's encoder is fixed too. Trained
     jointly, the encoder could lower the loss by telling crops from random crops by anything
     (scale, blur, position of the ink), not by the object, and the loss has no term that keeps
@@ -76,6 +83,13 @@ class LitColocalisation(TaskModule):
         encoder_epochs: pretraining epochs of the encoder (0: use it as given, e.g. loaded).
         encoder_lr: Adam learning rate of the pretraining.
         iou_threshold: a crop counts as right above this IoU (the paper: 0.5).
+        random_scale: the random crops' scale (None: each image's crop scale).
+        anneal_from, anneal_epochs: coarse to fine, see ``max_scale_at``.
+        encoder_background: pretrain the encoder on ``data.encoder_background()`` windows
+            (canvas without its digit) as one more class, so that its features tell a digit
+            from an empty or cluttered crop.
+        detach_partner: see ``triplet_hinge`` (without it, crops that drifted onto empty
+            canvas pull the others after them).
     """
 
     task = "colocalisation"
@@ -98,6 +112,8 @@ class LitColocalisation(TaskModule):
         random_scale: float | None = None,
         anneal_from: float | None = None,
         anneal_epochs: int = 0,
+        encoder_background: bool = True,
+        detach_partner: bool = True,
     ):
         super().__init__(net, optimizer, scheduler, loc_lr_mult)
         for name in ("crop", "st"):
@@ -119,6 +135,8 @@ class LitColocalisation(TaskModule):
         self.encoder = encoder
         self.margin, self.normalise = float(margin), bool(normalise)
         self.encoder_epochs, self.encoder_lr = int(encoder_epochs), float(encoder_lr)
+        self.encoder_background = bool(encoder_background)
+        self.detach_partner = bool(detach_partner)
         self.iou_threshold = float(iou_threshold)
         if random_scale is not None and not 0.0 < random_scale <= 1.0:
             raise ValueError(f"module.random_scale={random_scale} must be in (0, 1] or null")
@@ -143,9 +161,14 @@ class LitColocalisation(TaskModule):
         self.encoder.eval()
 
     def pretrain_encoder(self, images: torch.Tensor, labels: torch.Tensor,
-                         batch_size: int = 64) -> float:
+                         batch_size: int = 64, background: torch.Tensor | None = None) -> float:
         """Train the encoder with a temporary linear head on ``images`` (uint8 ``(N, H, W)``
-        digits) and ``labels``; returns the last epoch's training accuracy."""
+        digits) and ``labels``, plus ``background`` windows (uint8, no digit) as one more
+        class; returns the last epoch's training accuracy."""
+        if background is not None and len(background):
+            images = torch.cat([images, background])
+            labels = torch.cat([labels.long(), labels.new_full((len(background),),
+                                                               int(labels.max()) + 1).long()])
         device = self.device
         x = images.float().div(255).unsqueeze(1)
         if tuple(x.shape[2:]) != tuple(self.net.st.out_size):
@@ -178,9 +201,14 @@ class LitColocalisation(TaskModule):
             if not hasattr(data, "encoder_digits"):
                 raise ValueError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
                                  "encoder elsewhere and set module.encoder_epochs=0")
-            acc = self.pretrain_encoder(*data.encoder_digits())
-            log.info("co-localisation encoder pretrained: %d epochs, train accuracy %.3f",
-                     self.encoder_epochs, acc)
+            digits, labels = data.encoder_digits()
+            background = None
+            if self.encoder_background and hasattr(data, "encoder_background"):
+                background = data.encoder_background(max(1, len(labels) // 10))
+            acc = self.pretrain_encoder(digits, labels, background=background)
+            log.info("co-localisation encoder pretrained: %d epochs, train accuracy %.3f%s",
+                     self.encoder_epochs, acc, "" if background is None else
+                     f" ({len(background)} background windows as an 11th class)")
         self.encoder_ready.fill_(True)
         self._freeze_encoder()
 
@@ -217,7 +245,8 @@ class LitColocalisation(TaskModule):
         if self.random_scale is not None:
             scale = torch.full_like(scale, self.random_scale)
         randoms = self.net.crop(x, random_crop_params(scale))
-        return triplet_hinge(self.features(crops), self.features(randoms), self.margin)
+        return triplet_hinge(self.features(crops), self.features(randoms), self.margin,
+                             self.detach_partner)
 
     def training_step(self, batch, batch_idx: int):
         x, _ = batch
