@@ -10,7 +10,7 @@ ARGS ?=
 , := ,
 STAMP := $(VENV)/.installed
 
-.PHONY: help install train eval test test-fast study cluttered addition multidigit coloc lint format clean
+.PHONY: help install train eval test test-fast study cluttered addition multidigit coloc volumetric lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ COLOC ?= outputs/coloc_study
 coloc: install  ## co-localisation of docs/results.md: 10 digit classes, translated and cluttered (~10 min, 2 cores)
 	$(call halves,$(COLOC),translated,experiment=coloc,cluttered,experiment=coloc data.num_clutter=16,docs/results/coloc)
 	$(BIN)/stnlab-report $(COLOC) --metric test/iou_0.5 --out docs/results/coloc
+
+VOLUMETRIC ?= outputs/volumetric_study
+volumetric: install  ## distorted volumes of docs/results.md: CNN3D vs ST-CNN3D, 3 seeds (~18 min, 2 cores)
+	mkdir -p $(VOLUMETRIC)
+	$(BIN)/stnlab-train experiment=volumetric_study hydra.sweep.dir=$(VOLUMETRIC) $(ARGS) > $(VOLUMETRIC).log 2>&1 || echo "a job failed: see $(VOLUMETRIC).log (the report lists its jobs)"
+	$(BIN)/stnlab-report $(VOLUMETRIC) --out docs/results/volumetric
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks
