@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -47,22 +48,36 @@ class _Model(nn.Module):
         return x
 
 
+def _conv_plan(
+    channels: int | Sequence[int], kernel_sizes: int | Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``channels`` and ``kernel_sizes`` as tuples of one length (one kernel size serves all)."""
+    channels, kernel_sizes = ints(channels), ints(kernel_sizes)
+    if len(kernel_sizes) == 1:
+        kernel_sizes = kernel_sizes * len(channels)
+    if len(channels) != len(kernel_sizes):
+        raise ValueError(f"channels {channels} and kernel_sizes {kernel_sizes} differ")
+    return channels, kernel_sizes
+
+
 def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
-    """Gradient of a stride-1 convolution wrt its input, for few input channels.
+    """Gradient of a stride-1 convolution (2-D or 3-D) wrt its input, for few input channels.
 
     ``grad_x[:, i] = sum_o conv(grad_y[:, o], flip(w[o, i]))``: one depthwise convolution per
     input channel in channels-last layout, then a sum over the output channels. On CPU this is
     5-6x faster than the native backward when the input has one channel (the native kernel is
     poorly vectorised for a single output channel).
     """
-    oc, ic, kh, kw = weight.shape
-    ph, pw = padding
-    g = grad_out.contiguous(memory_format=torch.channels_last)
-    wf = weight.flip(2, 3)
+    oc, ic, *kernel = weight.shape
+    nd = len(kernel)
+    conv = F.conv2d if nd == 2 else F.conv3d
+    layout = torch.channels_last if nd == 2 else torch.channels_last_3d
+    g = grad_out.contiguous(memory_format=layout)
+    wf = weight.flip(*range(2, 2 + nd))
+    pad = [k - 1 - p for k, p in zip(kernel, padding, strict=True)]
     outs = []
     for i in range(ic):
-        y = F.conv2d(g, wf[:, i : i + 1].contiguous(), padding=(kh - 1 - ph, kw - 1 - pw),
-                     groups=oc)
+        y = conv(g, wf[:, i : i + 1].contiguous(), padding=pad, groups=oc)
         outs.append(y.sum(1, keepdim=True))  # channels-last: a sum over the innermost axis
     return outs[0] if ic == 1 else torch.cat(outs, 1)
 
@@ -73,7 +88,8 @@ class _SmallInputConvFn(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=padding)
+        conv = F.conv2d if weight.dim() == 4 else F.conv3d
+        return conv(x, weight, bias, padding=padding)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -88,18 +104,16 @@ class _SmallInputConvFn(torch.autograd.Function):
         need_w = bool(ctx.needs_input_grad[1])
         need_b = bool(ctx.has_bias and ctx.needs_input_grad[2])
         if need_w or need_b:
+            ones, zeros = [1] * (weight.dim() - 2), [0] * (weight.dim() - 2)
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1],
-                list(ctx.padding), [1, 1], False, [0, 0], 1, [False, need_w, need_b],
+                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, ones,
+                list(ctx.padding), ones, False, zeros, 1, [False, need_w, need_b],
             )
         return grad_x, grad_w, grad_b, None
 
 
-class SmallInputConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (stride 1, same parameters and state dict) whose backward computes the
-    input gradient with depthwise convolutions when the input has at most
-    ``MAX_CHANNELS`` channels and needs a gradient: the case of a CNN's first layer behind a
-    spatial transformer, which otherwise dominates the transformer's training cost on CPU."""
+class _SmallInputConv:
+    """The ``forward`` of ``SmallInputConv2d`` / ``SmallInputConv3d`` (mixed into the conv)."""
 
     MAX_CHANNELS = 3
 
@@ -110,8 +124,8 @@ class SmallInputConv2d(nn.Conv2d):
             and x.device.type == "cpu"
             and self.in_channels <= self.MAX_CHANNELS
             and self.groups == 1
-            and self.stride == (1, 1)
-            and self.dilation == (1, 1)
+            and all(s == 1 for s in self.stride)
+            and all(d == 1 for d in self.dilation)
             and self.padding_mode == "zeros"
             and isinstance(self.padding, tuple)
         ):
@@ -119,17 +133,49 @@ class SmallInputConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+class SmallInputConv2d(_SmallInputConv, nn.Conv2d):
+    """``nn.Conv2d`` (stride 1, same parameters and state dict) whose backward computes the
+    input gradient with depthwise convolutions when the input has at most
+    ``MAX_CHANNELS`` channels and needs a gradient: the case of a CNN's first layer behind a
+    spatial transformer, which otherwise dominates the transformer's training cost on CPU."""
+
+
 class ConvBlock(nn.Sequential):
     """``conv k x k ('same' padding) -> ReLU -> max-pool``."""
 
+    _conv: type[nn.Module] = SmallInputConv2d
+    _max_pool: type[nn.Module] = nn.MaxPool2d
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: int = 2):
         layers: list[nn.Module] = [
-            SmallInputConv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            self._conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
             nn.ReLU(inplace=True),
         ]
         if pool > 1:
-            layers.append(nn.MaxPool2d(pool))
+            layers.append(self._max_pool(pool))
         super().__init__(*layers)
+
+
+def _conv_body(
+    block: type[ConvBlock],
+    in_channels: int,
+    size: Sequence[int],
+    num_classes: int,
+    channels: int | Sequence[int],
+    kernel_sizes: int | Sequence[int],
+    pool: int,
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """The conv blocks and the linear classifier of ``CNN``, ``CNN3D`` and ``STCNN3D``."""
+    channels, kernel_sizes = _conv_plan(channels, kernel_sizes)
+    c, dims = int(in_channels), list(size)
+    blocks = []
+    for co, k in zip(channels, kernel_sizes, strict=True):
+        blocks.append(block(c, co, k, pool))
+        c, dims = co, [s // max(pool, 1) for s in dims]
+    if min(dims) < 1:
+        raise ValueError(f"input {tuple(size)} too small for {len(channels)} pools of {pool}")
+    classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * math.prod(dims), int(num_classes)))
+    return nn.Sequential(*blocks), classifier
 
 
 class CNN(_Model):
@@ -151,21 +197,9 @@ class CNN(_Model):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        channels, kernel_sizes = ints(channels), ints(kernel_sizes)
-        if len(kernel_sizes) == 1:
-            kernel_sizes = kernel_sizes * len(channels)
-        if len(channels) != len(kernel_sizes):
-            raise ValueError(f"channels {channels} and kernel_sizes {kernel_sizes} differ")
-        h, w = size2(in_size)
-        c = int(in_channels)
-        blocks = []
-        for co, k in zip(channels, kernel_sizes, strict=True):
-            blocks.append(ConvBlock(c, co, k, pool))
-            c, h, w = co, h // max(pool, 1), w // max(pool, 1)
-        if h < 1 or w < 1:
-            raise ValueError(f"input {size2(in_size)} too small for {len(channels)} pools")
-        self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, int(num_classes)))
+        self.features, self.classifier = _conv_body(
+            ConvBlock, in_channels, size2(in_size), num_classes, channels, kernel_sizes, pool
+        )
         self._init_memory_format(channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from torch import nn
 
 from stnlab.spatial import ParallelSpatialTransformers
 
-from .backbones import FCN, ConvBlock, _Model, ints, size2
+from .backbones import FCN, ConvBlock, _conv_plan, _Model, size2
 
 POOL_FROM = 42  # an ST output this large (a canvas, not a digit) is average-pooled by 2
 
@@ -76,11 +76,7 @@ class STCNN(_Model):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        channels, kernel_sizes = ints(channels), ints(kernel_sizes)
-        if len(kernel_sizes) == 1:
-            kernel_sizes = kernel_sizes * len(channels)
-        if len(channels) != len(kernel_sizes):
-            raise ValueError(f"channels {channels} and kernel_sizes {kernel_sizes} differ")
+        channels, kernel_sizes = _conv_plan(channels, kernel_sizes)
         positions = _as_list(st_at)
         valid = ["input"] + [f"conv{i + 1}" for i in range(len(channels))]
         bad = [p for p in positions if p not in valid]

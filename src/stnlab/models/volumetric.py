@@ -6,124 +6,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stnlab.spatial import SpatialTransformer
 from stnlab.spatial.transforms3d import _size3
 
-from .backbones import _Model, ints
+from .backbones import ConvBlock, _conv_body, _Model, _SmallInputConv
 
 
-class _SmallInputConv3dFn(torch.autograd.Function):
-    """Stride-1 ``conv3d`` whose input gradient is one depthwise convolution per input channel
-    (``grad_x[:, i] = sum_o conv(grad_y[:, o], flip(w[o, i]))``), summed over the outputs."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.padding = padding
-        ctx.has_bias = bias is not None
-        return F.conv3d(x, weight, bias, padding=padding)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        grad_x = grad_w = grad_b = None
-        oc, ic = weight.shape[:2]
-        if ctx.needs_input_grad[0]:
-            g = grad_out.contiguous(memory_format=torch.channels_last_3d)
-            wf = weight.flip(2, 3, 4)
-            pad = [k - 1 - p for k, p in zip(weight.shape[2:], ctx.padding, strict=True)]
-            outs = [
-                F.conv3d(g, wf[:, i : i + 1].contiguous(), padding=pad, groups=oc).sum(
-                    1, keepdim=True
-                )
-                for i in range(ic)
-            ]
-            grad_x = outs[0] if ic == 1 else torch.cat(outs, 1)
-        need_w = bool(ctx.needs_input_grad[1])
-        need_b = bool(ctx.has_bias and ctx.needs_input_grad[2])
-        if need_w or need_b:
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad_out,
-                x,
-                weight,
-                [oc] if ctx.has_bias else None,
-                [1, 1, 1],
-                list(ctx.padding),
-                [1, 1, 1],
-                False,
-                [0, 0, 0],
-                1,
-                [False, need_w, need_b],
-            )
-        return grad_x, grad_w, grad_b, None
-
-
-class SmallInputConv3d(nn.Conv3d):
+class SmallInputConv3d(_SmallInputConv, nn.Conv3d):
     """``nn.Conv3d`` (same parameters and state dict) with a faster input gradient when the
     input has at most ``MAX_CHANNELS`` channels and needs one: the first layer behind a
     volumetric transformer, where PyTorch's own CPU kernel is several times slower (STCNN3D's
     training step at 32^3 is ~10% faster; the 3-D version of ``backbones.SmallInputConv2d``)."""
 
-    MAX_CHANNELS = 3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.requires_grad
-            and torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and self.in_channels <= self.MAX_CHANNELS
-            and self.groups == 1
-            and self.stride == (1, 1, 1)
-            and self.dilation == (1, 1, 1)
-            and self.padding_mode == "zeros"
-            and isinstance(self.padding, tuple)
-        ):
-            return _SmallInputConv3dFn.apply(x, self.weight, self.bias, self.padding)
-        return super().forward(x)
-
-
-class ConvBlock3D(nn.Sequential):
+class ConvBlock3D(ConvBlock):
     """``conv k^3 ('same' padding) -> ReLU -> max-pool``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: int = 2):
-        layers: list[nn.Module] = [
-            SmallInputConv3d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-            nn.ReLU(inplace=True),
-        ]
-        if pool > 1:
-            layers.append(nn.MaxPool3d(pool))
-        super().__init__(*layers)
-
-
-def _body(
-    in_channels: int,
-    size: tuple[int, int, int],
-    num_classes: int,
-    channels,
-    kernel_sizes,
-    pool: int,
-) -> tuple[nn.Sequential, nn.Sequential]:
-    """The conv blocks and the linear classifier shared by ``CNN3D`` and ``STCNN3D``."""
-    channels, kernel_sizes = ints(channels), ints(kernel_sizes)
-    if len(kernel_sizes) == 1:
-        kernel_sizes = kernel_sizes * len(channels)
-    if len(channels) != len(kernel_sizes):
-        raise ValueError(f"channels {channels} and kernel_sizes {kernel_sizes} differ")
-    c, dims = int(in_channels), list(size)
-    blocks = []
-    for co, k in zip(channels, kernel_sizes, strict=True):
-        blocks.append(ConvBlock3D(c, co, k, pool))
-        c, dims = co, [s // max(pool, 1) for s in dims]
-    if min(dims) < 1:
-        raise ValueError(f"input {size} too small for {len(channels)} pools of {pool}")
-    classifier = nn.Sequential(
-        nn.Flatten(), nn.Linear(c * dims[0] * dims[1] * dims[2], int(num_classes))
-    )
-    return nn.Sequential(*blocks), classifier
+    _conv = SmallInputConv3d
+    _max_pool = nn.MaxPool3d
 
 
 class _Model3D(_Model):
@@ -163,8 +65,8 @@ class CNN3D(_Model3D):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.features, self.classifier = _body(
-            in_channels, _size3(in_size), num_classes, channels, kernel_sizes, pool
+        self.features, self.classifier = _conv_body(
+            ConvBlock3D, in_channels, _size3(in_size), num_classes, channels, kernel_sizes, pool
         )
         self._init_memory_format(channels_last)
 
@@ -221,8 +123,8 @@ class STCNN3D(_Model3D):
         )
         self.pool = nn.AvgPool3d(int(st_pool)) if int(st_pool) > 1 else nn.Identity()
         out = tuple(s // int(st_pool) for s in out)
-        self.features, self.classifier = _body(
-            in_channels, out, num_classes, channels, kernel_sizes, pool
+        self.features, self.classifier = _conv_body(
+            ConvBlock3D, in_channels, out, num_classes, channels, kernel_sizes, pool
         )
         self._init_memory_format(channels_last)
 

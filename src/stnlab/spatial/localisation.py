@@ -6,6 +6,7 @@ parameters as bias, so a fresh spatial transformer returns its input.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -41,7 +42,39 @@ def _identity_head(in_features: int, num_params: int, identity) -> nn.Linear:
     return head
 
 
-class ConvLocalisation(nn.Module):
+# avg-pool, conv, batch norm, max-pool by the number of spatial dims
+_LAYERS: dict[int, tuple[type[nn.Module], ...]] = {
+    2: (nn.AvgPool2d, nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d),
+    3: (nn.AvgPool3d, nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d),
+}
+
+
+class _Localisation(nn.Module):
+    """``body -> head``, the parts shared by the 2-D and 3-D nets (``ndim`` spatial dims)."""
+
+    ndim = 2
+    _size = staticmethod(_size2)
+
+    def _downsampled(self, layers: list[nn.Module], in_size, downsample: int) -> list[int]:
+        """Append the input average pool (``downsample`` > 1); the map's size after it."""
+        size = list(self._size(in_size))
+        if downsample > 1:
+            layers.append(_LAYERS[self.ndim][0](downsample))
+            size = [s // downsample for s in size]
+        if min(size) < 1:
+            raise ValueError(f"input {self._size(in_size)} too small for downsample={downsample}")
+        return size
+
+    def _finish(self, layers: list[nn.Module], feat: int, num_params: int, identity) -> None:
+        self.body = nn.Sequential(*layers)
+        self.head = _identity_head(feat, int(num_params), identity)
+        self.num_params = int(num_params)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(u))
+
+
+class ConvLocalisation(_Localisation):
     """The paper's ST-CNN localisation net (A.4), configurable.
 
     ``avg-pool(downsample) -> [conv k x k (c_i) -> (max-pool 2 after all but the last) -> ReLU]
@@ -65,44 +98,34 @@ class ConvLocalisation(nn.Module):
         norm: bool = False,
     ) -> None:
         super().__init__()
-        h, w = _size2(in_size)
+        _, conv, batch_norm, max_pool = _LAYERS[self.ndim]
         channels = _ints(channels)
-        downsample = max(int(downsample), 1)
         layers: list[nn.Module] = []
-        if downsample > 1:
-            layers.append(nn.AvgPool2d(downsample))
-            h, w = h // downsample, w // downsample
-        if h < 1 or w < 1:
-            raise ValueError(f"input {_size2(in_size)} too small for downsample={downsample}")
+        size = self._downsampled(layers, in_size, max(int(downsample), 1))
         c_in = int(in_channels)
         for i, c in enumerate(channels):
-            pad = 0 if min(h, w) >= kernel_size else kernel_size // 2
-            layers.append(nn.Conv2d(c_in, c, kernel_size, padding=pad))
+            pad = 0 if min(size) >= kernel_size else kernel_size // 2
+            layers.append(conv(c_in, c, kernel_size, padding=pad))
             if norm:
-                layers.append(nn.BatchNorm2d(c))
-            h, w = h + 2 * pad - kernel_size + 1, w + 2 * pad - kernel_size + 1
-            if i < len(channels) - 1 and pool > 1 and min(h, w) >= pool:
-                layers.append(nn.MaxPool2d(pool))
-                h, w = h // pool, w // pool
+                layers.append(batch_norm(c))
+            size = [s + 2 * pad - kernel_size + 1 for s in size]
+            if i < len(channels) - 1 and pool > 1 and min(size) >= pool:
+                layers.append(max_pool(pool))
+                size = [s // pool for s in size]
             layers.append(nn.ReLU(inplace=True))
             c_in = c
         layers.append(nn.Flatten())
-        feat = c_in * h * w
+        feat = c_in * math.prod(size)
         if hidden and hidden > 0:
             layers.append(nn.Linear(feat, int(hidden)))
             if norm:
                 layers.append(nn.BatchNorm1d(int(hidden)))
             layers.append(nn.ReLU(inplace=True))
             feat = int(hidden)
-        self.body = nn.Sequential(*layers)
-        self.head = _identity_head(feat, int(num_params), identity)
-        self.num_params = int(num_params)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(u))
+        self._finish(layers, feat, num_params, identity)
 
 
-class FCLocalisation(nn.Module):
+class FCLocalisation(_Localisation):
     """Fully connected localisation net (ST-FCN): ``flatten -> FC hidden... -> head``.
 
     Defaults: two hidden layers of 32 units plus the regression layer (3 FC layers).
@@ -119,26 +142,26 @@ class FCLocalisation(nn.Module):
         downsample: int = 1,
     ) -> None:
         super().__init__()
-        h, w = _size2(in_size)
-        downsample = max(int(downsample), 1)
         layers: list[nn.Module] = []
-        if downsample > 1:
-            layers.append(nn.AvgPool2d(downsample))
-            h, w = h // downsample, w // downsample
+        size = self._downsampled(layers, in_size, max(int(downsample), 1))
         layers.append(nn.Flatten())
-        feat = int(in_channels) * h * w
+        feat = int(in_channels) * math.prod(size)
         for units in _ints(hidden):
             layers += [nn.Linear(feat, units), nn.ReLU(inplace=True)]
             feat = units
-        self.body = nn.Sequential(*layers)
-        self.head = _identity_head(feat, int(num_params), identity)
-        self.num_params = int(num_params)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(u))
+        self._finish(layers, feat, num_params, identity)
 
 
 LOCALISATIONS: dict[str, type[nn.Module]] = {"conv": ConvLocalisation, "fc": FCLocalisation}
+
+
+def _make(registry: dict[str, type[nn.Module]], name: str, *args, **kwargs) -> nn.Module:
+    key = str(name).lower()
+    if key not in registry:
+        raise ValueError(
+            f"unknown localisation net {name!r}; valid names: {', '.join(registry)}"
+        )
+    return registry[key](*args, **kwargs)
 
 
 def make_localisation(
@@ -150,12 +173,7 @@ def make_localisation(
     **kwargs,
 ) -> nn.Module:
     """Build a localisation net by name (``conv`` or ``fc``)."""
-    key = str(name).lower()
-    if key not in LOCALISATIONS:
-        raise ValueError(
-            f"unknown localisation net {name!r}; valid names: {', '.join(LOCALISATIONS)}"
-        )
-    return LOCALISATIONS[key](in_channels, in_size, num_params, identity, **kwargs)
+    return _make(LOCALISATIONS, name, in_channels, in_size, num_params, identity, **kwargs)
 
 
 __all__ = ["ConvLocalisation", "FCLocalisation", "LOCALISATIONS", "make_localisation"]

@@ -29,21 +29,56 @@ ALIGN_CORNERS = False
 _BASE_GRID_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def _size2(size: int | Sequence[int], family: str | None = None) -> tuple[int, int]:
-    """``42`` or ``(H, W)`` -> ``(H, W)`` of positive ints; ``family`` names the transform in
-    errors, and a 3-long size gets the names of the volumetric families."""
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        who = f"transform {family!r} is 2-D: " if family else ""
-        hint = ""
-        if len(size) == 3:
-            from .transforms3d import TRANSFORMS3D
+_KINDS = {2: ("an image", "(H, W)"), 3: ("a volume", "(D, H, W)")}
 
-            hint = f"; a volume size (D, H, W) needs a 3-D family: {', '.join(TRANSFORMS3D)}"
-        raise ValueError(f"{who}expected a size (H, W) of positive ints, got {size}{hint}")
-    return size  # type: ignore[return-value]
+
+def _families(ndim: int) -> dict[str, type[Transform]]:
+    if ndim == 2:
+        return TRANSFORMS
+    from .transforms3d import TRANSFORMS3D  # the volumetric families (they import this module)
+
+    return TRANSFORMS3D
+
+
+def _size_nd(size: int | Sequence[int], ndim: int, family: str | None = None) -> tuple[int, ...]:
+    """``n`` or an ``ndim``-long size -> a tuple of positive ints; ``family`` names the
+    transform in errors, and a size of the other dimension gets the names of its families."""
+    if isinstance(size, int):
+        size = (size,) * ndim
+    size = tuple(int(s) for s in size)
+    if len(size) != ndim or min(size) < 1:
+        who = f"transform {family!r} is {ndim}-D: " if family else ""
+        hint = ""
+        if len(size) != ndim and len(size) in _KINDS:
+            kind, axes = _KINDS[len(size)]
+            names = ", ".join(_families(len(size)))
+            hint = f"; {kind} size {axes} needs a {len(size)}-D family: {names}"
+        raise ValueError(
+            f"{who}expected a size {_KINDS[ndim][1]} of positive ints, got {size}{hint}"
+        )
+    return size
+
+
+def _size2(size: int | Sequence[int], family: str | None = None) -> tuple[int, int]:
+    """``42`` or ``(H, W)`` -> ``(H, W)`` of positive ints (see ``_size_nd``)."""
+    return _size_nd(size, 2, family)  # type: ignore[return-value]
+
+
+def _cached(cache: dict[tuple, torch.Tensor], key: tuple, build, limit: int = 64) -> torch.Tensor:
+    """``cache[key]``, built by ``build()`` on a miss; the cache is emptied past ``limit``."""
+    value = cache.get(key)
+    if value is None:
+        value = build()
+        if len(cache) > limit:
+            cache.clear()
+        cache[key] = value
+    return value
+
+
+def _homogeneous(grid: torch.Tensor) -> torch.Tensor:
+    """A grid ``(..., n)`` -> ``(n + 1, N)``: its coordinate rows, then a row of ones."""
+    g = grid.reshape(-1, grid.shape[-1])
+    return torch.cat([g.T, g.new_ones(1, g.shape[0])], 0).contiguous()
 
 
 def base_grid(
@@ -54,15 +89,12 @@ def base_grid(
     """The identity grid ``(H, W, 2)`` of pixel centres, in the library's convention (cached)."""
     h, w = _size2(out_size)
     device = torch.device(device) if device is not None else torch.device("cpu")
-    key = (h, w, device, dtype)
-    g = _BASE_GRID_CACHE.get(key)
-    if g is None:
+
+    def build() -> torch.Tensor:
         eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
-        g = F.affine_grid(eye, [1, 1, h, w], align_corners=ALIGN_CORNERS)[0]
-        if len(_BASE_GRID_CACHE) > 64:
-            _BASE_GRID_CACHE.clear()
-        _BASE_GRID_CACHE[key] = g
-    return g
+        return F.affine_grid(eye, [1, 1, h, w], align_corners=ALIGN_CORNERS)[0]
+
+    return _cached(_BASE_GRID_CACHE, (h, w, device, dtype), build)
 
 
 _HOMOG_CACHE: dict[tuple, torch.Tensor] = {}
@@ -73,19 +105,14 @@ def _homogeneous_base(
 ) -> torch.Tensor:
     """``(3, H*W)`` rows ``x, y, 1`` of the identity grid (cached)."""
     key = (size, device, dtype)
-    m = _HOMOG_CACHE.get(key)
-    if m is None:
-        g = base_grid(size, device, dtype).reshape(-1, 2)
-        m = torch.cat([g.T, g.new_ones(1, g.shape[0])], 0).contiguous()
-        if len(_HOMOG_CACHE) > 64:
-            _HOMOG_CACHE.clear()
-        _HOMOG_CACHE[key] = m
-    return m
+    return _cached(_HOMOG_CACHE, key, lambda: _homogeneous(base_grid(size, device, dtype)))
 
 
-def _rows_to_grid(rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B * 2, H * W)`` x-rows / y-rows -> ``(B, H, W, 2)`` (a permuted view, no copy)."""
-    return rows.view(-1, 2, size[0], size[1]).permute(0, 2, 3, 1)
+def _rows_to_grid(rows: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``(B * n, prod(size))`` coordinate rows (``x``, ``y``[, ``z``]) -> ``(B, *size, n)``,
+    ``n = len(size)`` (a permuted view, no copy)."""
+    n = len(size)
+    return rows.view(-1, n, *size).permute(0, *range(2, n + 2), 1)
 
 
 class Transform:
@@ -103,8 +130,9 @@ class Transform:
 
     # -- parameters -------------------------------------------------------------------------
     def identity(self) -> torch.Tensor:
-        """The 1-D parameter vector of the identity warp (float32)."""
-        raise NotImplementedError
+        """The 1-D parameter vector of the identity warp (float32): by default the zoom by 1
+        (``_scaled(1.0)``); a family without a scale overrides it."""
+        return self._scaled(1.0)
 
     def check(self, params: torch.Tensor) -> torch.Tensor:
         """Validate the shape: ``(B, P)`` (or ``(P,)``, promoted to ``(1, P)``)."""
@@ -167,9 +195,7 @@ class Transform:
 
     def grid(self, params: torch.Tensor, out_size: int | Sequence[int]) -> torch.Tensor:
         """Sampling grid ``(B, H, W, 2)`` in normalised coordinates for the given params."""
-        h, w = _size2(out_size, self.name)
-        params = self.constrain(params)
-        return self._grid(params, (h, w))
+        return self._grid(self.constrain(params), _size2(out_size, self.name))
 
     def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         h, w = size
@@ -231,9 +257,6 @@ class Attention(_Linear):
     name = "attention"
     num_params = 3
 
-    def identity(self) -> torch.Tensor:
-        return torch.tensor([1.0, 0.0, 0.0])
-
     def _scaled(self, scale: float) -> torch.Tensor:
         return torch.tensor([scale, 0.0, 0.0])
 
@@ -249,9 +272,6 @@ class Similarity(_Linear):
 
     name = "similarity"
     num_params = 4
-
-    def identity(self) -> torch.Tensor:
-        return torch.tensor([1.0, 0.0, 0.0, 0.0])
 
     def _scaled(self, scale: float) -> torch.Tensor:
         return torch.tensor([scale, 0.0, 0.0, 0.0])
@@ -269,9 +289,6 @@ class Affine(_Linear):
     name = "affine"
     num_params = 6
 
-    def identity(self) -> torch.Tensor:
-        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-
     def _scaled(self, scale: float) -> torch.Tensor:
         return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0])
 
@@ -285,9 +302,6 @@ class Projective(Transform):
     name = "projective"
     num_params = 8
     eps = 1e-6
-
-    def identity(self) -> torch.Tensor:
-        return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
     def _scaled(self, scale: float) -> torch.Tensor:
         return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0, 0.0, 0.0])
@@ -354,9 +368,6 @@ class TPS(Transform):
         self._l_inv = torch.linalg.inv(lmat)[:, :n].contiguous()  # (n + 3, n) f64
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def identity(self) -> torch.Tensor:
-        return self.control_points.reshape(-1).to(torch.float32)
-
     def _scaled(self, scale: float) -> torch.Tensor:
         return (scale * self.control_points).reshape(-1).to(torch.float32)
 
@@ -372,15 +383,11 @@ class TPS(Transform):
         return self._basis(pts) @ targets
 
     def _grid(self, params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        key = (size, params.device, params.dtype)
-        m = self._cache.get(key)
-        if m is None:
+        def build() -> torch.Tensor:  # (n, H*W), computed in f64 once per size
             pts = base_grid(size, params.device, torch.float64).reshape(-1, 2)
-            m = self._basis(pts).to(params.dtype)  # computed in f64 once per size
-            if len(self._cache) > 16:
-                self._cache.clear()
-            m = m.T.contiguous()  # (n, H*W)
-            self._cache[key] = m
+            return self._basis(pts).to(params.dtype).T.contiguous()
+
+        m = _cached(self._cache, (size, params.device, params.dtype), build, limit=16)
         targets = params.view(params.shape[0], -1, 2).transpose(1, 2)  # (B, 2, n)
         return _rows_to_grid(targets.reshape(-1, m.shape[0]) @ m, size)
 

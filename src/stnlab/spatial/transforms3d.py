@@ -27,31 +27,27 @@ from collections.abc import Sequence
 
 import torch
 
-from .transforms import ALIGN_CORNERS, TRANSFORMS, Transform, _size2
+from .transforms import (
+    ALIGN_CORNERS,
+    Transform,
+    _cached,
+    _homogeneous,
+    _rows_to_grid,
+    _size_nd,
+)
 
 _BASE_GRID_CACHE: dict[tuple, torch.Tensor] = {}
 _HOMOG_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _size3(size: int | Sequence[int], family: str | None = None) -> tuple[int, int, int]:
-    """``32`` or ``(D, H, W)`` -> ``(D, H, W)`` of positive ints; errors name the families."""
-    if isinstance(size, int):
-        size = (size, size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 3 or min(size) < 1:
-        who = f"transform {family!r} is 3-D: " if family else ""
-        hint = ""
-        if len(size) == 2:
-            hint = f"; an image size (H, W) needs a 2-D family: {', '.join(TRANSFORMS)}"
-        raise ValueError(f"{who}expected a size (D, H, W) of positive ints, got {size}{hint}")
-    return size  # type: ignore[return-value]
+    """``32`` or ``(D, H, W)`` -> ``(D, H, W)`` of positive ints (see ``transforms._size_nd``)."""
+    return _size_nd(size, 3, family)  # type: ignore[return-value]
 
 
 def family_size(transform: Transform, size: int | Sequence[int]) -> tuple[int, ...]:
     """``size`` checked against the family's dimension: ``(H, W)`` or ``(D, H, W)``."""
-    if getattr(transform, "ndim", 2) == 3:
-        return _size3(size, transform.name)
-    return _size2(size, transform.name)
+    return _size_nd(size, getattr(transform, "ndim", 2), transform.name)
 
 
 def _centres(n: int) -> torch.Tensor:
@@ -77,13 +73,7 @@ def base_grid3d(
     d, h, w = _size3(out_size)
     device = torch.device(device) if device is not None else torch.device("cpu")
     key = (d, h, w, device, dtype)
-    g = _BASE_GRID_CACHE.get(key)
-    if g is None:
-        g = _base_grid3d(d, h, w).to(device=device, dtype=dtype)
-        if len(_BASE_GRID_CACHE) > 64:
-            _BASE_GRID_CACHE.clear()
-        _BASE_GRID_CACHE[key] = g
-    return g
+    return _cached(_BASE_GRID_CACHE, key, lambda: _base_grid3d(d, h, w).to(device, dtype))
 
 
 def _homogeneous_base3d(
@@ -91,14 +81,7 @@ def _homogeneous_base3d(
 ) -> torch.Tensor:
     """``(4, D*H*W)`` rows ``x, y, z, 1`` of the identity grid (cached)."""
     key = (size, device, dtype)
-    m = _HOMOG_CACHE.get(key)
-    if m is None:
-        g = base_grid3d(size, device, dtype).reshape(-1, 3)
-        m = torch.cat([g.T, g.new_ones(1, g.shape[0])], 0).contiguous()
-        if len(_HOMOG_CACHE) > 64:
-            _HOMOG_CACHE.clear()
-        _HOMOG_CACHE[key] = m
-    return m
+    return _cached(_HOMOG_CACHE, key, lambda: _homogeneous(base_grid3d(size, device, dtype)))
 
 
 def rotation_matrix(axis: str, angle: float | torch.Tensor) -> torch.Tensor:
@@ -141,8 +124,7 @@ class Transform3D(Transform):
         th = self.theta(self.constrain(params))
         base = _homogeneous_base3d(size, th.device, th.dtype)
         # one (B*3, 4) @ (4, D*H*W) matmul; the rows x, y, z become the last axis (a view)
-        rows = th.reshape(-1, 4) @ base
-        return rows.view(-1, 3, *size).permute(0, 2, 3, 4, 1)
+        return _rows_to_grid(th.reshape(-1, 4) @ base, size)
 
     def jacobian_det(self, params: torch.Tensor) -> torch.Tensor:
         """Determinant of the linear part ``(B,)``: the volume scale of the sampled region."""
@@ -170,9 +152,6 @@ class Attention3D(Transform3D):
     name = "attention3d"
     num_params = 4
 
-    def identity(self) -> torch.Tensor:
-        return torch.tensor([1.0, 0.0, 0.0, 0.0])
-
     def _scaled(self, scale: float) -> torch.Tensor:
         return torch.tensor([scale, 0.0, 0.0, 0.0])
 
@@ -187,9 +166,6 @@ class Affine3D(Transform3D):
 
     name = "affine3d"
     num_params = 12
-
-    def identity(self) -> torch.Tensor:
-        return torch.eye(3, 4).reshape(-1)
 
     def _scaled(self, scale: float) -> torch.Tensor:
         return (torch.eye(3, 4) * torch.tensor([scale, scale, scale, 0.0])).reshape(-1)
