@@ -115,11 +115,12 @@ def test_gallery_draws_every_depth(make_cfg, tmp_path):
     _, module = build_data_and_module(make_cfg("train", ["data=multidigit",
                                                          "model=seq_st_cnn_multi"]))
     figure = STGallery().render(module, torch.rand(3, 1, 64, 64))
-    assert len(figure.axes) == 3 * (1 + 4)  # the input and one column per transformer
+    assert len(figure.axes) == 1 + 4  # the input and one column per transformer
     _, module = build_data_and_module(make_cfg("train", ["data=addition", "model=st_fcn",
                                                          "model.num_parallel=2"]))
     figure = STGallery().render(module, torch.rand(2, 2, 42, 42))
-    assert len(figure.axes) == 2 * (2 + 2 * 2)  # each channel of the input and of each output
+    assert len(figure.axes) == 2 + 2 * 2  # each channel of the input and of each output
+    assert len(figure.axes[0].get_images()) == 2  # one image a row, stacked in its column
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -112,68 +112,80 @@ class STGallery(pl.Callback):
         on_image = [tuple(captured[i][0].shape[1:]) == tuple(u0.shape[1:]) for i in
                     range(len(sts))]
         regions = series_regions(sts, on_image)
-        cols = channels + sum(channels if on_image[i] else 1 for i in range(len(sts)))
-        fig = Figure(figsize=(1.6 * cols, 1.6 * n))
-        axes = fig.subplots(n, cols, squeeze=False)
         colors = [f"C{i % 10}" for i in range(len(sts))]
-        for row in range(n):
-            for c in range(channels):
-                ax = axes[row, c]
-                ax.imshow(u0[row, c].cpu(), cmap="gray")
+        columns = [(f"input ch {c}" if channels > 1 else "input", "black", u0[:, c])
+                   for c in range(channels)]
+        for i in range(len(sts)):
+            v = captured[i][1]
+            name = f"ST {i}" if len(sts) > 1 else "ST output"
+            if on_image[i]:
+                columns += [(f"{name} ch {c}" if channels > 1 else name, colors[i], v[:, c])
+                            for c in range(v.shape[1])]
+            else:
+                columns.append((f"{name} (mean map)", colors[i], v.float().mean(1)))
+        fig, axes = self._columns(columns, n, 1.6)
+        # outlines in the columns' units: an image's height is 1, rows are ROW_STEP apart
+        sx, sy = 1.0 / height, 1.0 / height
+        for c in range(channels):
+            ax = axes[c]
+            for row in range(n):
+                dy = row * ROW_STEP
                 if boxes is not None:
                     x0, y0, x1, y1 = (float(v) for v in boxes[row])
-                    ax.plot([x0 - .5, x1 + .5, x1 + .5, x0 - .5, x0 - .5],
-                            [y0 - .5, y0 - .5, y1 + .5, y1 + .5, y0 - .5],
+                    xs = [x0 - .5, x1 + .5, x1 + .5, x0 - .5, x0 - .5]
+                    ys = [y0 - .5, y0 - .5, y1 + .5, y1 + .5, y0 - .5]
+                    ax.plot([(x + .5) * sx for x in xs], [dy + (y + .5) * sy for y in ys],
                             "--", color="yellow", lw=0.8)
                 for i, poly in enumerate(regions):
                     if poly is not None:
                         pts = to_pixels(torch.cat([poly[row], poly[row, :1]]).cpu(), height,
                                         width)
-                        ax.plot(pts[:, 0], pts[:, 1], lw=1, color=colors[i])
-        titles = [f"input ch {c}" if channels > 1 else "input" for c in range(channels)]
-        title_colors = ["black"] * channels
-        col = channels
-        for i in range(len(sts)):
-            v = captured[i][1]
-            name = f"ST {i}" if len(sts) > 1 else "ST output"
-            shown = ([v[:, c] for c in range(v.shape[1])] if on_image[i]
-                     else [v.float().mean(1)])
-            for c, img in enumerate(shown):
-                for row in range(n):
-                    axes[row, col].imshow(img[row].cpu(), cmap="gray")
-                titles.append(f"{name} ch {c}" if on_image[i] and channels > 1 else
-                              name if on_image[i] else f"{name} (mean map)")
-                title_colors.append(colors[i])  # the colour of its outline on the input
-                col += 1
-        for c, (title, color) in enumerate(zip(titles, title_colors, strict=True)):
-            axes[0, c].set_title(title, fontsize=8, color=color)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
+                        ax.plot((pts[:, 0] + .5) * sx, dy + (pts[:, 1] + .5) * sy, lw=1,
+                                color=colors[i])
         fig.tight_layout()
         return fig
+
+    @staticmethod
+    def _columns(columns, n: int, size: float) -> tuple[Figure, list]:
+        """One axes a column (title, colour, images ``(n, H, W)``), its images top to bottom,
+        each 1 unit high (so the rows of all columns line up, whatever their pixel sizes): one
+        axes a column, not one an image, keeps drawing cheap (~10x faster)."""
+        margin = 0.25  # sampled regions may reach past the frame
+        width = columns[0][2].shape[2] / columns[0][2].shape[1] + 2 * margin
+        height = n * ROW_STEP - (ROW_STEP - 1) + 2 * margin
+        fig = Figure(figsize=(size * len(columns), size * height / width + 0.3))
+        axes = list(fig.subplots(1, len(columns), squeeze=False)[0])
+        for ax, (title, color, images) in zip(axes, columns, strict=True):
+            images = images.detach().float().cpu()
+            aspect = images.shape[2] / images.shape[1]
+            for row, img in enumerate(images):
+                top = row * ROW_STEP
+                ax.imshow(img, cmap="gray", extent=(0, aspect, top + 1, top),
+                          interpolation="nearest")
+            ax.set_xlim(-margin, aspect + margin)
+            ax.set_ylim(n * ROW_STEP - (ROW_STEP - 1) + margin, -margin)
+            ax.set_title(title, fontsize=8, color=color)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+        return fig, axes
 
     def draw_volumes(self, sts, captured, volumes: torch.Tensor) -> Figure:
         """Volumes ``(B, C, D, H, W)``: each input beside each transformer's output, both as
         three maximum projections (front | side | top, ``orthogonal_projections``; channel
         means where there are several)."""
         shown = [volumes] + [captured[i][1] for i in range(len(sts))]
-        panels = [orthogonal_projections(v.float().mean(1, keepdim=True))[:, 0].cpu()
-                  for v in shown]
-        n = volumes.shape[0]
-        fig = Figure(figsize=(3.6 * len(panels), 1.3 * n))
-        axes = fig.subplots(n, len(panels), squeeze=False)
         titles = ["input (front | side | top)"] + [
             f"ST {i}" if len(sts) > 1 else "ST output" for i in range(len(sts))]
-        for c, (title, images) in enumerate(zip(titles, panels, strict=True)):
-            axes[0, c].set_title(title, fontsize=8, color="black" if c == 0 else f"C{c - 1}")
-            for row in range(n):
-                axes[row, c].imshow(images[row], cmap="gray", vmin=0.0)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
+        columns = [(title, "black" if c == 0 else f"C{(c - 1) % 10}",
+                    orthogonal_projections(v.float().mean(1, keepdim=True))[:, 0])
+                   for c, (title, v) in enumerate(zip(titles, shown, strict=True))]
+        fig, _ = self._columns(columns, volumes.shape[0], 3.6)
         fig.tight_layout()
         return fig
+
+
+ROW_STEP = 1.15  # rows of a gallery column, in image heights
 
 
 def series_regions(sts, on_image: list[bool]) -> list[torch.Tensor | None]:
