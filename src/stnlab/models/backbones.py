@@ -68,12 +68,13 @@ def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding)
     5-6x faster than the native backward when the input has one channel (the native kernel is
     poorly vectorised for a single output channel).
     """
-    oc, ic, *kernel = weight.shape
-    nd = len(kernel)
+    oc, ic = weight.shape[:2]
+    kernel = weight.shape[2:]
+    nd = weight.dim() - 2
     conv = F.conv2d if nd == 2 else F.conv3d
     layout = torch.channels_last if nd == 2 else torch.channels_last_3d
     g = grad_out.contiguous(memory_format=layout)
-    wf = weight.flip(*range(2, 2 + nd))
+    wf = weight.flip(list(range(2, 2 + nd)))  # a list: dynamo misreads flip(*range(...))
     pad = [k - 1 - p for k, p in zip(kernel, padding, strict=True)]
     outs = []
     for i in range(ic):
