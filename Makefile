@@ -62,7 +62,7 @@ addition: install  ## MNIST addition of docs/results.md: 6 models x 3 seeds (~50
 	$(call halves,$(ADDITION),single,experiment=addition_study,double,experiment=addition_study model=st_fcn$(,)st_cnn model.num_parallel=2,docs/results/addition)
 
 MULTIDIGIT ?= outputs/multidigit_study
-multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 models x 3 seeds (~50 min, 2 cores)
+multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 models x 3 seeds (~35 min, 2 cores)
 	$(call halves,$(MULTIDIGIT),cnn_single,experiment=multidigit model=seq_cnn$(,)seq_st_cnn_single,multi,experiment=multidigit model=seq_st_cnn_multi,docs/results/multidigit)
 	$(BIN)/stnlab-report $(MULTIDIGIT) --metric test/seq_error --out docs/results/multidigit
 
