@@ -52,6 +52,25 @@ def test_fresh_st_cnn_equals_cnn_with_same_weights():
     torch.testing.assert_close(st(x), cnn(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cls", [CNN, FCN, STCNN, STFCN])
+def test_batch_norm_option(cls):
+    """``batch_norm=True`` adds one norm a conv (CNNs) or hidden layer (FCNs), 2 weights a
+    channel, and nothing to the localisation net: a fresh ST still starts at the identity."""
+    plain, normed = cls(2, (42, 42), 19), cls(2, (42, 42), 19, batch_norm=True)
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    widths = (32, 64) if cls in (CNN, STCNN) else (64, 64)
+    assert [m.num_features for m in norms] == list(widths)
+    assert _n(normed) - _n(plain) == 2 * sum(widths)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   for st in normed.spatial_transformers() for m in st.modules())
+    x = torch.rand(4, 2, 42, 42)
+    normed.train()
+    assert normed(x).shape == (4, 19)
+    for st in normed.spatial_transformers():
+        assert st.diagnostics()["det_mean"] == pytest.approx(1.0)
+        assert st.diagnostics()["params_std"] == 0.0
+
+
 def test_parallel_and_series_transformers():
     torch.manual_seed(1)
     x = torch.rand(2, 1, 42, 42)

@@ -142,16 +142,22 @@ class SmallInputConv2d(_SmallInputConv, nn.Conv2d):
 
 
 class ConvBlock(nn.Sequential):
-    """``conv k x k ('same' padding) -> ReLU -> max-pool``."""
+    """``conv k x k ('same' padding) -> [batch norm] -> ReLU -> max-pool``."""
 
     _conv: type[nn.Module] = SmallInputConv2d
     _max_pool: type[nn.Module] = nn.MaxPool2d
+    _norm: type[nn.Module] = nn.BatchNorm2d
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: int = 2):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, pool: int = 2,
+        batch_norm: bool = False,
+    ):
         layers: list[nn.Module] = [
-            self._conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-            nn.ReLU(inplace=True),
+            self._conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         ]
+        if batch_norm:
+            layers.append(self._norm(out_channels))
+        layers.append(nn.ReLU(inplace=True))
         if pool > 1:
             layers.append(self._max_pool(pool))
         super().__init__(*layers)
@@ -165,13 +171,14 @@ def _conv_body(
     channels: int | Sequence[int],
     kernel_sizes: int | Sequence[int],
     pool: int,
+    batch_norm: bool = False,
 ) -> tuple[nn.Sequential, nn.Sequential]:
     """The conv blocks and the linear classifier of ``CNN``, ``CNN3D`` and ``STCNN3D``."""
     channels, kernel_sizes = _conv_plan(channels, kernel_sizes)
     c, dims = int(in_channels), list(size)
     blocks = []
     for co, k in zip(channels, kernel_sizes, strict=True):
-        blocks.append(block(c, co, k, pool))
+        blocks.append(block(c, co, k, pool, batch_norm))
         c, dims = co, [s // max(pool, 1) for s in dims]
     if min(dims) < 1:
         raise ValueError(f"input {tuple(size)} too small for {len(channels)} pools of {pool}")
@@ -184,7 +191,8 @@ class CNN(_Model):
 
     Three weight layers as in the paper, 'same' padding; widths default to ``(32, 64)``:
     167,050 parameters at 42x42 with 10 classes. ``channels_last`` (default) runs the
-    convolutions in channels-last layout (faster on CPU, same results).
+    convolutions in channels-last layout (faster on CPU, same results). ``batch_norm`` puts
+    a batch norm after each convolution (off in the paper; the addition study needs it).
     """
 
     def __init__(
@@ -196,10 +204,12 @@ class CNN(_Model):
         kernel_sizes: int | Sequence[int] = (9, 7),
         pool: int = 2,
         channels_last: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.features, self.classifier = _conv_body(
-            ConvBlock, in_channels, size2(in_size), num_classes, channels, kernel_sizes, pool
+            ConvBlock, in_channels, size2(in_size), num_classes, channels, kernel_sizes, pool,
+            batch_norm,
         )
         self._init_memory_format(channels_last)
 
@@ -210,7 +220,8 @@ class CNN(_Model):
 class FCN(_Model):
     """``flatten -> FC hidden -> ReLU -> FC hidden -> ReLU -> linear classifier``.
 
-    Widths default to ``(64, 64)`` (117,770 parameters at 42x42, 10 classes).
+    Widths default to ``(64, 64)`` (117,770 parameters at 42x42, 10 classes); ``batch_norm``
+    puts a batch norm after each hidden layer's linear map (off in the paper).
     """
 
     def __init__(
@@ -219,13 +230,17 @@ class FCN(_Model):
         in_size: int | Sequence[int],
         num_classes: int,
         hidden: int | Sequence[int] = (64, 64),
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         h, w = size2(in_size)
         feat = int(in_channels) * h * w
         layers: list[nn.Module] = [nn.Flatten()]
         for units in ints(hidden):
-            layers += [nn.Linear(feat, units), nn.ReLU(inplace=True)]
+            layers.append(nn.Linear(feat, units))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(nn.ReLU(inplace=True))
             feat = units
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(feat, int(num_classes))

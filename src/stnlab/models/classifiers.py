@@ -45,6 +45,7 @@ class STCNN(_Model):
     2x / 4x ST-CNN). ``st_pool`` > 1 average-pools the input ST's output; ``None`` follows
     the paper (``st_pool_for``: 42x42 RTS -> 21x21). ``st_init_scale`` < 1 starts every
     transformer on a centred crop (``SpatialTransformer(init_scale=...)``); 1 = identity.
+    ``batch_norm`` as in ``CNN`` (the backbone's convolutions only, not the localisation net's).
 
     Defaults match the paper's ST-CNN: affine ST at the input's resolution, then on a
     42x42 canvas a 2x average pool; the paper's conv localisation net on the 2x downsampled
@@ -74,6 +75,7 @@ class STCNN(_Model):
         kernel_sizes: int | Sequence[int] = (9, 7),
         pool: int = 2,
         channels_last: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         channels, kernel_sizes = _conv_plan(channels, kernel_sizes)
@@ -102,7 +104,7 @@ class STCNN(_Model):
                 layers.append(nn.AvgPool2d(pool_st))
                 h, w = h // pool_st, w // pool_st
         for i, (co, k) in enumerate(zip(channels, kernel_sizes, strict=True)):
-            layers.append(ConvBlock(c, co, k, pool))
+            layers.append(ConvBlock(c, co, k, pool, batch_norm))
             c, h, w = co, h // max(pool, 1), w // max(pool, 1)
             if f"conv{i + 1}" in positions:
                 st = ParallelSpatialTransformers(
@@ -128,7 +130,7 @@ class STFCN(_Model):
     ``st_at`` accepts only ``"input"`` (kept for a config shape shared with ``STCNN``).
     Defaults: affine ST at the input's resolution (2x average pool on a 42x42 canvas, as
     ``STCNN``), loc net FC 32 -> FC 32 -> regression, FCN widths ``(64, 64)``.
-    ``st_init_scale`` as in ``STCNN``.
+    ``st_init_scale`` as in ``STCNN``; ``batch_norm`` as in ``FCN``.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class STFCN(_Model):
         loc_kwargs: dict | None = None,
         st_init_scale: float = 1.0,
         hidden: int | Sequence[int] = (64, 64),
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         positions = _as_list(st_at)
@@ -167,7 +170,7 @@ class STFCN(_Model):
         self.pool = nn.AvgPool2d(pool_st) if pool_st > 1 else nn.Identity()
         if pool_st > 1:
             out = (out[0] // pool_st, out[1] // pool_st)
-        self.fcn = FCN(self.st.out_channels, out, num_classes, hidden=hidden)
+        self.fcn = FCN(self.st.out_channels, out, num_classes, hidden=hidden, batch_norm=batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fcn(self.pool(self.st(x)))

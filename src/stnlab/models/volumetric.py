@@ -22,10 +22,11 @@ class SmallInputConv3d(_SmallInputConv, nn.Conv3d):
 
 
 class ConvBlock3D(ConvBlock):
-    """``conv k^3 ('same' padding) -> ReLU -> max-pool``."""
+    """``conv k^3 ('same' padding) -> [batch norm] -> ReLU -> max-pool``."""
 
     _conv = SmallInputConv3d
     _max_pool = nn.MaxPool3d
+    _norm = nn.BatchNorm3d
 
 
 class _Model3D(_Model):
