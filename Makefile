@@ -58,7 +58,7 @@ cluttered: install  ## cluttered MNIST of docs/results.md: CNN, FCN, ST-CNN, ST-
 	$(BIN)/stnlab-report $(CLUTTERED) --out docs/results/cluttered
 
 ADDITION ?= outputs/addition_study
-addition: install  ## MNIST addition of docs/results.md: 6 models x 3 seeds (~55 min, 2 cores)
+addition: install  ## MNIST addition of docs/results.md: 6 models x 3 seeds (~40 min, 2 cores)
 	$(call halves,$(ADDITION),plain,experiment=addition_study model=cnn$(,)fcn,st,experiment=addition_study model=st_fcn$(,)st_cnn model.num_parallel=1$(,)2,docs/results/addition)
 
 MULTIDIGIT ?= outputs/multidigit_study
