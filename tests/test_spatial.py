@@ -20,7 +20,8 @@ from stnlab.spatial import (
     sample,
 )
 
-FAMILIES = list(TRANSFORMS)
+# every family with an identity warp; ``crop`` (scale below a ceiling) has its own tests
+FAMILIES = [f for f in TRANSFORMS if f != "crop"]
 
 
 def _ident(t: Transform, b: int = 2, dtype=torch.float32) -> torch.Tensor:
@@ -30,6 +31,7 @@ def _ident(t: Transform, b: int = 2, dtype=torch.float32) -> torch.Tensor:
 def test_public_constants():
     assert ALIGN_CORNERS is False
     assert set(SAMPLERS) == {"bilinear", "nearest", "bicubic"}
+    assert set(TRANSFORMS) - set(FAMILIES) == {"crop"}
     assert set(FAMILIES) == {"translation", "attention", "similarity", "affine", "projective",
                              "tps"}
     expected = {"translation": 2, "attention": 3, "similarity": 4, "affine": 6,
@@ -206,6 +208,35 @@ def test_bounding_keeps_identity_and_limits():
         assert ((t.constrain(huge) - ident).abs() <= 0.5 + 1e-6).all()
         # unbounded is the default and leaves the parameters alone
         assert torch.equal(make_transform(family).constrain(huge), huge)
+
+
+def test_crop_family_keeps_its_range_and_starts_on_the_centred_crop():
+    t = make_transform("crop", min_scale=0.2, max_scale=0.38)
+    huge = 100.0 * torch.randn(64, 3)
+    p = t.constrain(huge)
+    assert ((p[:, 0] >= 0.2) & (p[:, 0] <= 0.38)).all() and (p[:, 1:].abs() <= 1).all()
+    # the initial crop is attention's centred zoom by 0.3, and samples the same pixels
+    start = t.initial(0.3).unsqueeze(0)
+    att = make_transform("attention")
+    torch.testing.assert_close(t.grid(start, (20, 20)),
+                               att.grid(torch.tensor([[0.3, 0.0, 0.0]]), (20, 20)))
+    torch.testing.assert_close(t.jacobian_det(start), torch.tensor([0.09]))
+    p64 = (start.double() + 0.3 * torch.randn(2, 3, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda q: t.grid(q, (3, 4)), (p64,), eps=1e-6, atol=1e-5)
+    st = SpatialTransformer(1, (60, 60), transform="crop", out_size=20, init_scale=0.3,
+                            transform_kwargs={"min_scale": 0.2, "max_scale": 0.38})
+    u = torch.rand(2, 1, 60, 60)
+    torch.testing.assert_close(st(u), sample(u, att.grid(torch.tensor([[0.3, 0, 0]] * 2), 20)))
+
+
+@pytest.mark.parametrize(("kwargs", "init", "match"), [
+    ({"bound": True}, None, "bounded by its min_scale and max_scale"),
+    ({"min_scale": 0.5, "max_scale": 0.4}, None, "0 < min_scale < max_scale"),
+    ({"min_scale": 0.2, "max_scale": 0.38}, 0.5, "strictly between"),
+])
+def test_crop_family_bad_arguments(kwargs, init, match):
+    with pytest.raises(ValueError, match=match):
+        make_transform("crop", **kwargs).initial(init if init is not None else 0.3)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

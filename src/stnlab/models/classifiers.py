@@ -46,6 +46,7 @@ class STCNN(_Model):
     the paper (``st_pool_for``: 42x42 RTS -> 21x21). ``st_init_scale`` < 1 starts every
     transformer on a centred crop (``SpatialTransformer(init_scale=...)``); 1 = identity.
     ``batch_norm`` as in ``CNN`` (the backbone's convolutions only, not the localisation net's).
+    ``transform_kwargs``: the family's own arguments (``crop``: ``min_scale``, ``max_scale``).
 
     Defaults match the paper's ST-CNN: affine ST at the input's resolution, then on a
     42x42 canvas a 2x average pool; the paper's conv localisation net on the 2x downsampled
@@ -71,6 +72,7 @@ class STCNN(_Model):
         grid_size: int = 4,
         loc_kwargs: dict | None = None,
         st_init_scale: float = 1.0,
+        transform_kwargs: dict | None = None,
         channels: int | Sequence[int] = (32, 64),
         kernel_sizes: int | Sequence[int] = (9, 7),
         pool: int = 2,
@@ -87,7 +89,7 @@ class STCNN(_Model):
         st_common = dict(
             transform=transform, sampling=sampling, padding=padding, loc=loc,
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
-            loc_kwargs=loc_kwargs, init_scale=st_init_scale,
+            loc_kwargs=loc_kwargs, init_scale=st_init_scale, transform_kwargs=transform_kwargs,
         )
         h, w = size2(in_size)
         c = int(in_channels)

@@ -3,51 +3,25 @@ out of a large canvas, and the small digit encoder whose features the triplet lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from stnlab.spatial import SpatialTransformer, sample
-from stnlab.spatial.transforms import Attention
+from stnlab.spatial.transforms import Crop
 
 from .backbones import ConvBlock, _Model, ints, size2
 
 
-class CropAttention(Attention):
-    """The attention family ``(s, tx, ty)`` with the scale squashed into
-    ``[min_scale, max_scale]`` (a sigmoid) and the centre into the canvas (a tanh).
+class CropAttention(Crop):
+    """The co-localiser's crop: ``Crop`` under the attention family's name.
 
-    A crop can then not zoom out past the canvas: with the unbounded family the triplet loss
+    A crop can not zoom out past the canvas: with the unbounded family the triplet loss
     is lowered by zooming out (a shrunken canvas differs from any random crop of it), and on the
     translated canvases every run zoomed out within a few epochs."""
 
     name = "attention"
-
-    def __init__(self, min_scale: float = 0.1, max_scale: float = 1.0) -> None:
-        super().__init__()
-        if not 0.0 < min_scale < max_scale:
-            raise ValueError(f"crop scales need 0 < min_scale < max_scale, got "
-                             f"min_scale={min_scale}, max_scale={max_scale}")
-        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
-
-    def constrain(self, params: torch.Tensor) -> torch.Tensor:
-        params = self.check(params)
-        span = self.max_scale - self.min_scale
-        s = self.min_scale + span * torch.sigmoid(params[:, 0])
-        return torch.stack([s, torch.tanh(params[:, 1]), torch.tanh(params[:, 2])], 1)
-
-    def initial(self, scale: float = 1.0) -> torch.Tensor:
-        """Raw parameters of a centred crop of ``scale`` (inside the open scale range)."""
-        rel = (float(scale) - self.min_scale) / (self.max_scale - self.min_scale)
-        if not 0.0 < rel < 1.0:
-            raise ValueError(f"init_scale={scale} must lie strictly between min_scale="
-                             f"{self.min_scale} and max_scale={self.max_scale}")
-        return torch.tensor([math.log(rel / (1 - rel)), 0.0, 0.0])
-
-    def identity(self) -> torch.Tensor:
-        return self.initial(0.5 * (self.min_scale + self.max_scale))
 
 
 class DigitEncoder(nn.Module):

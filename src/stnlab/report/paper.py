@@ -86,6 +86,6 @@ def paper_error(row: str, distortion: str) -> float | None:
     if (row, distortion) in PAPER_ERROR:
         return PAPER_ERROR[(row, distortion)]
     base, _, transform = row.rpartition(" ")
-    if base.startswith(("ST-", "2xST-")) and transform in ("T", "Att", "Sim", "Aff"):
+    if base.startswith(("ST-", "2xST-")) and transform in ("T", "Att", "Crop", "Sim", "Aff"):
         return PAPER_ERROR.get((base, distortion))
     return None

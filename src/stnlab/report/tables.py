@@ -27,9 +27,10 @@ DISTORTION_ORDER = ("none", "R", "RTS", "P", "E", "cluttered", "addition", "mult
                     "coloc_translated", "coloc_cluttered")
 DISTORTION_ALIASES = {"t": "cluttered", "tc": "cluttered"}
 
-TRANSFORM_ABBREV = {"translation": "T", "attention": "Att", "similarity": "Sim", "affine": "Aff",
-                    "projective": "Proj", "tps": "TPS"}
-TRANSFORM_ORDER = ("translation", "attention", "similarity", "affine", "projective", "tps")
+TRANSFORM_ABBREV = {"translation": "T", "attention": "Att", "crop": "Crop", "similarity": "Sim",
+                    "affine": "Aff", "projective": "Proj", "tps": "TPS"}
+TRANSFORM_ORDER = ("translation", "attention", "crop", "similarity", "affine", "projective",
+                   "tps")
 
 # Overrides that are axes of the table (read from results.json) or do not change the result.
 AXIS_KEYS = {"seed", "model", "model.transform", "model.num_parallel", "model.st_at",

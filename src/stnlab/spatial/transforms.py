@@ -19,6 +19,7 @@ slope at the identity is 1, so the identity initialisation is unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -267,6 +268,51 @@ class Attention(_Linear):
         return torch.stack([s, zero, tx, zero, s, ty], 1).view(b, 2, 3)
 
 
+class Crop(Attention):
+    """``(s, tx, ty)`` with the scale squashed into ``[min_scale, max_scale]`` (a sigmoid)
+    and the centre into the input (a tanh): an attention crop that can neither zoom out past
+    ``max_scale`` nor leave the image.
+
+    Bounded by construction (``bound`` is refused). With ``max_scale`` < 1 the identity is out
+    of reach: start it with ``init_scale`` inside the range; ``identity()`` is the centred crop
+    at the middle scale. On cluttered MNIST the unbounded attention drifts out to a crop the
+    size of the digit's frame; a ceiling holds it on the digit (docs/results.md).
+    """
+
+    name = "crop"
+
+    def __init__(self, min_scale: float = 0.1, max_scale: float = 1.0, bound: bool = False,
+                 bound_scale: float = 1.0) -> None:
+        if bound:
+            raise ValueError("transform 'crop' is bounded by its min_scale and max_scale; "
+                             "leave bound=false")
+        super().__init__(bound=False, bound_scale=bound_scale)
+        if not 0.0 < min_scale < max_scale:
+            raise ValueError(f"transform 'crop' needs 0 < min_scale < max_scale, got "
+                             f"min_scale={min_scale}, max_scale={max_scale}")
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+
+    def constrain(self, params: torch.Tensor) -> torch.Tensor:
+        params = self.check(params)
+        span = self.max_scale - self.min_scale
+        s = self.min_scale + span * torch.sigmoid(params[:, 0])
+        return torch.stack([s, torch.tanh(params[:, 1]), torch.tanh(params[:, 2])], 1)
+
+    def initial(self, scale: float = 1.0) -> torch.Tensor:
+        """Raw parameters of a centred crop of ``scale`` (inside the open scale range)."""
+        rel = (float(scale) - self.min_scale) / (self.max_scale - self.min_scale)
+        if not 0.0 < rel < 1.0:
+            raise ValueError(f"init_scale={scale} must lie strictly between min_scale="
+                             f"{self.min_scale} and max_scale={self.max_scale}")
+        return torch.tensor([math.log(rel / (1 - rel)), 0.0, 0.0])
+
+    def identity(self) -> torch.Tensor:
+        return self.initial(0.5 * (self.min_scale + self.max_scale))
+
+    def __repr__(self) -> str:
+        return f"Crop(min_scale={self.min_scale}, max_scale={self.max_scale})"
+
+
 class Similarity(_Linear):
     """``(s, angle, tx, ty)``: scale, rotation (radians), shift."""
 
@@ -398,6 +444,7 @@ class TPS(Transform):
 TRANSFORMS: dict[str, type[Transform]] = {
     "translation": Translation,
     "attention": Attention,
+    "crop": Crop,
     "similarity": Similarity,
     "affine": Affine,
     "projective": Projective,
@@ -438,6 +485,7 @@ __all__ = [
     "TRANSFORMS",
     "Affine",
     "Attention",
+    "Crop",
     "Projective",
     "Similarity",
     "TPS",
