@@ -10,6 +10,8 @@ framework's defaults rather than at the model.
     python benchmarks/calibrate_rts.py --distortion cluttered --split framework --epochs 15 \
         --transform attention --loc-norm --st-out 30 --st-pool 1 \
         --log benchmarks/results/calibrate_cluttered.jsonl
+    python benchmarks/calibrate_rts.py --distortion cluttered --split framework --epochs 45 \
+        --transform crop --crop-range 0.2 0.38 --init-scale 0.3 --loc-norm --st-out 20 --st-pool 1
 
 The defaults mirror ``stnlab-train``'s (Adam, one-cycle peaking at 3e-3, localisation nets at
 the full rate, label smoothing 0.1, ST at the canvas's resolution then a 2x average pool);
@@ -112,6 +114,8 @@ def main() -> None:
                    help="loc net input downsampling (default: the model's, 2 for conv)")
     p.add_argument("--transform", default="affine")
     p.add_argument("--bound", action="store_true", help="tanh-bounded transform parameters")
+    p.add_argument("--crop-range", type=float, nargs=2, default=(0.2, 0.38),
+                   metavar=("MIN", "MAX"), help="--transform crop: its scale range")
     p.add_argument("--init-scale", type=float, default=1.0,
                    help="the loc net starts at the zoom p -> s p (st_init_scale)")
     p.add_argument("--loc", choices=["conv", "fc"], default=None,
@@ -162,6 +166,8 @@ def main() -> None:
 
     st_kw = dict(st_out_size=a.st_out, st_pool=a.st_pool, loc_downsample=a.loc_down,
                  transform=a.transform, bound=a.bound, st_init_scale=a.init_scale)
+    if a.transform == "crop":
+        st_kw["transform_kwargs"] = {"min_scale": a.crop_range[0], "max_scale": a.crop_range[1]}
     if a.model == "st_cnn":
         lkw = {"hidden": a.loc_hidden, "channels": a.loc_channels, "norm": a.loc_norm}
         net = STCNN(1, size, 10, loc=a.loc or "conv", loc_kwargs=lkw, **st_kw)

@@ -132,7 +132,7 @@ class STFCN(_Model):
     ``st_at`` accepts only ``"input"`` (kept for a config shape shared with ``STCNN``).
     Defaults: affine ST at the input's resolution (2x average pool on a 42x42 canvas, as
     ``STCNN``), loc net FC 32 -> FC 32 -> regression, FCN widths ``(64, 64)``.
-    ``st_init_scale`` as in ``STCNN``; ``batch_norm`` as in ``FCN``.
+    ``st_init_scale`` and ``transform_kwargs`` as in ``STCNN``; ``batch_norm`` as in ``FCN``.
     """
 
     def __init__(
@@ -153,6 +153,7 @@ class STFCN(_Model):
         grid_size: int = 4,
         loc_kwargs: dict | None = None,
         st_init_scale: float = 1.0,
+        transform_kwargs: dict | None = None,
         hidden: int | Sequence[int] = (64, 64),
         batch_norm: bool = False,
     ) -> None:
@@ -166,7 +167,7 @@ class STFCN(_Model):
             int(num_parallel), in_channels=int(in_channels), in_size=(h, w), out_size=out,
             transform=transform, sampling=sampling, padding=padding, loc=loc,
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
-            loc_kwargs=loc_kwargs, init_scale=st_init_scale,
+            loc_kwargs=loc_kwargs, init_scale=st_init_scale, transform_kwargs=transform_kwargs,
         )
         pool_st = st_pool_for(out, st_pool)
         self.pool = nn.AvgPool2d(pool_st) if pool_st > 1 else nn.Identity()
