@@ -285,7 +285,7 @@ def test_bounding_keeps_identity_and_limits():
 
 
 def test_sizes_must_match_the_family():
-    two_d = "translation, attention, similarity, affine, projective, tps"
+    two_d = "translation, attention, crop, similarity, affine, projective, tps"
     three_d = "translation3d, attention3d, affine3d"
     with pytest.raises(ValueError, match=f"'affine3d' is 3-D.*{two_d}"):
         make_transform("affine3d").grid(torch.eye(3, 4).reshape(1, 12), (28, 28))
