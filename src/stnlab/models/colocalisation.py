@@ -14,16 +14,6 @@ from stnlab.spatial.transforms import Crop
 from .backbones import ConvBlock, _Model, ints, size2
 
 
-class CropAttention(Crop):
-    """The co-localiser's crop: ``Crop`` under the attention family's name.
-
-    A crop can not zoom out past the canvas: with the unbounded family the triplet loss
-    is lowered by zooming out (a shrunken canvas differs from any random crop of it), and on the
-    translated canvases every run zoomed out within a few epochs."""
-
-    name = "attention"
-
-
 class DigitEncoder(nn.Module):
     """Crops -> feature vectors ``(B, features)``: ``[conv 5x5 -> ReLU -> max-pool 2] x 2 ->
     FC features -> ReLU``. ``head(num_classes)`` gives it a classifier for pretraining."""
@@ -57,7 +47,10 @@ class DigitEncoder(nn.Module):
 class CoLocaliser(_Model):
     """An attention transformer (scale + shift: a square crop) over the canvas; ``forward``
     returns the crop ``(B, C, *out_size)``. The scale is kept in ``[min_scale, max_scale]``
-    (``CropAttention``) and the crop starts centred at ``init_scale``.
+    and the centre on the canvas (the ``crop`` family), and the crop starts centred at
+    ``init_scale``: with the unbounded family the triplet loss is lowered by zooming out (a
+    shrunken canvas differs from any random crop of it), and on the translated canvases every
+    run zoomed out within a few epochs.
 
     ``crop(x, params)`` samples crops of given attention parameters (the triplet loss's random
     crops). The localisation net defaults to the paper's conv net with batch norm
@@ -86,7 +79,7 @@ class CoLocaliser(_Model):
                              "attention family (scale + shift), use transform=attention")
         kwargs = {"norm": True} if loc_kwargs is None else dict(loc_kwargs)
         self.st = SpatialTransformer(int(in_channels), size2(in_size),
-                                     transform=CropAttention(min_scale, max_scale),
+                                     transform=Crop(min_scale, max_scale),
                                      out_size=size2(out_size), loc=loc, loc_kwargs=kwargs,
                                      init_scale=float(init_scale))
 
