@@ -91,6 +91,26 @@ def test_parallel_and_series_transformers():
     assert stf.st(torch.rand(2, 2, 42, 42)).shape == (2, 4, 42, 42)
 
 
+def test_split_channels_gives_each_transformer_its_channel():
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 42, 42)
+    for model in (STCNN(2, 42, 19, num_parallel=2, split_channels=True),
+                  STFCN(2, 42, 19, num_parallel=2, split_channels=True)):
+        par = model.spatial_transformers()
+        assert [st.in_channels for st in par] == [1, 1]
+        assert model(x).shape == (3, 19)
+    st = STCNN(2, 42, 19, num_parallel=2, split_channels=True).features[0]
+    assert st.out_channels == 2
+    with torch.no_grad():  # move transformer 1 only: channel 0 stays the identity's
+        st.transformers[1].loc.head.bias.copy_(torch.tensor([0.5, 0, 0.3, 0, 0.5, 0.]))
+    out = st(x)
+    assert torch.allclose(out[:, :1], x[:, :1], atol=1e-5)
+    assert not torch.allclose(out[:, 1:], x[:, 1:], atol=1e-2)
+    assert torch.allclose(out[:, 1:], st.transformers[1](x[:, 1:]))
+    with pytest.raises(ValueError, match="3 input channels do not split into 2"):
+        STCNN(3, 42, 10, num_parallel=2, split_channels=True)
+
+
 def test_st_pool_halves_st_output():
     m = STCNN(1, [42, 42], 10, st_out_size=[42, 42], st_pool=2)
     assert [type(x) for x in m.features[:2]] == [type(x) for x in STCNN(1, 42, 10).features[:2]]

@@ -182,6 +182,9 @@ def test_labels_and_paper_figures():
     assert model_label({"model": "STFCN", "transform": "projective"}, None)[0] == "ST-FCN Proj"
     cfg = {"model": {"num_parallel": 2, "st_at": ["input"]}}
     assert model_label({"model": "STFCN", "transform": "affine"}, cfg)[0] == "2xST-FCN Aff"
+    split = {"model": {"num_parallel": 2, "split_channels": True}}
+    assert model_label({"model": "STCNN", "transform": "affine"}, split)[0] == \
+        "2xST-CNN Aff, a channel each"
     assert model_label({"model": "STCNN", "transform": "similarity"}, None)[0] == \
         "ST-CNN Sim"
     assert model_label({"model": "CNN", "transform": None}, None)[0] == "CNN"

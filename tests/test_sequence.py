@@ -121,6 +121,13 @@ def test_gallery_draws_every_depth(make_cfg, tmp_path):
     figure = STGallery().render(module, torch.rand(2, 2, 42, 42))
     assert len(figure.axes) == 2 + 2 * 2  # each channel of the input and of each output
     assert len(figure.axes[0].get_images()) == 2  # one image a row, stacked in its column
+    _, module = build_data_and_module(make_cfg("train", [
+        "data=addition", "model=st_cnn", "model.num_parallel=2", "model.split_channels=true"]))
+    figure = STGallery().render(module, torch.rand(2, 2, 42, 42))
+    # each transformer's own channel, outlined on that input channel only
+    assert [ax.get_title() for ax in figure.axes] == ["input ch 0", "input ch 1", "ST 0 ch 0",
+                                                      "ST 1 ch 1"]
+    assert [len(ax.get_lines()) for ax in figure.axes[:2]] == [2, 2]  # one outline a row
 
 
 @pytest.mark.parametrize("overrides, match", [

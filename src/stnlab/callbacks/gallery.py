@@ -109,8 +109,8 @@ class STGallery(pl.Callback):
         if u0.dim() == 5:
             return self.draw_volumes(sts, captured, u0)
         n, channels, height, width = u0.shape
-        on_image = [tuple(captured[i][0].shape[1:]) == tuple(u0.shape[1:]) for i in
-                    range(len(sts))]
+        sees = [image_channels(captured[i][0], u0) for i in range(len(sts))]
+        on_image = [s is not None for s in sees]
         regions = series_regions(sts, on_image)
         colors = [f"C{i % 10}" for i in range(len(sts))]
         columns = [(f"input ch {c}" if channels > 1 else "input", "black", u0[:, c])
@@ -118,9 +118,9 @@ class STGallery(pl.Callback):
         for i in range(len(sts)):
             v = captured[i][1]
             name = f"ST {i}" if len(sts) > 1 else "ST output"
-            if on_image[i]:
-                columns += [(f"{name} ch {c}" if channels > 1 else name, colors[i], v[:, c])
-                            for c in range(v.shape[1])]
+            if sees[i] is not None:
+                columns += [(f"{name} ch {c}" if channels > 1 else name, colors[i], v[:, k])
+                            for k, c in enumerate(sees[i])]
             else:
                 columns.append((f"{name} (mean map)", colors[i], v.float().mean(1)))
         fig, axes = self._columns(columns, n, 1.6)
@@ -137,7 +137,7 @@ class STGallery(pl.Callback):
                     ax.plot([(x + .5) * sx for x in xs], [dy + (y + .5) * sy for y in ys],
                             "--", color="yellow", lw=0.8)
                 for i, poly in enumerate(regions):
-                    if poly is not None:
+                    if poly is not None and (sees[i] is None or c in sees[i]):
                         pts = to_pixels(torch.cat([poly[row], poly[row, :1]]).cpu(), height,
                                         width)
                         ax.plot((pts[:, 0] + .5) * sx, dy + (pts[:, 1] + .5) * sy, lw=1,
@@ -209,6 +209,20 @@ def series_regions(sts, on_image: list[bool]) -> list[torch.Tensor | None]:
         regions.append(None if parallel else poly)
         chain.append(st)
     return regions
+
+
+def image_channels(inputs: torch.Tensor, images: torch.Tensor) -> list[int] | None:
+    """The channels of ``images`` that a transformer's ``inputs`` are (all of them, or one
+    group of a ``split_channels`` parallel transformer); ``None`` for a feature map."""
+    c = inputs.shape[1]
+    if inputs.shape[2:] != images.shape[2:] or images.shape[1] % c:
+        return None
+    if c == images.shape[1]:
+        return list(range(c))
+    for start in range(0, images.shape[1], c):
+        if torch.equal(inputs, images[:, start:start + c]):
+            return list(range(start, start + c))
+    return None
 
 
 def to_pixels(points: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -42,9 +42,11 @@ class STCNN(_Model):
     and ``"conv1"``, ``"conv2"``, ... (after that conv block, on its feature map, same size).
     Several positions put transformers in series; ``num_parallel`` = N puts N independent
     transformers at every position, their outputs concatenated on channels (the paper's
-    2x / 4x ST-CNN). ``st_pool`` > 1 average-pools the input ST's output; ``None`` follows
-    the paper (``st_pool_for``: 42x42 RTS -> 21x21). ``st_init_scale`` < 1 starts every
-    transformer on a centred crop (``SpatialTransformer(init_scale=...)``); 1 = identity.
+    2x / 4x ST-CNN); ``split_channels`` gives each of them its own group of channels instead
+    (``ParallelSpatialTransformers``). ``st_pool`` > 1 average-pools the input ST's output;
+    ``None`` follows the paper (``st_pool_for``: 42x42 RTS -> 21x21). ``st_init_scale`` < 1
+    starts every transformer on a centred crop (``SpatialTransformer(init_scale=...)``);
+    1 = identity.
     ``batch_norm`` as in ``CNN`` (the backbone's convolutions only, not the localisation net's).
     ``transform_kwargs``: the family's own arguments (``crop``: ``min_scale``, ``max_scale``).
 
@@ -63,6 +65,7 @@ class STCNN(_Model):
         st_out_size: int | Sequence[int] | None = None,
         st_at: str | Sequence[str] = ("input",),
         num_parallel: int = 1,
+        split_channels: bool = False,
         st_pool: int | None = None,
         sampling: str = "bilinear",
         padding: str = "zeros",
@@ -97,7 +100,8 @@ class STCNN(_Model):
         if "input" in positions:
             out = size2(st_out_size) if st_out_size is not None else (h, w)
             st = ParallelSpatialTransformers(
-                int(num_parallel), in_channels=c, in_size=(h, w), out_size=out, **st_common
+                int(num_parallel), split_channels, in_channels=c, in_size=(h, w), out_size=out,
+                **st_common,
             )
             layers.append(st)
             c, (h, w) = st.out_channels, out
@@ -110,8 +114,8 @@ class STCNN(_Model):
             c, h, w = co, h // max(pool, 1), w // max(pool, 1)
             if f"conv{i + 1}" in positions:
                 st = ParallelSpatialTransformers(
-                    int(num_parallel), in_channels=c, in_size=(h, w), out_size=(h, w),
-                    **st_common,
+                    int(num_parallel), split_channels, in_channels=c, in_size=(h, w),
+                    out_size=(h, w), **st_common,
                 )
                 layers.append(st)
                 c = st.out_channels
@@ -128,7 +132,8 @@ class STCNN(_Model):
 class STFCN(_Model):
     """Spatial transformer(s) with the fully connected localisation net in front of an FCN.
 
-    ``num_parallel`` transformers run on the input (outputs concatenated on channels);
+    ``num_parallel`` transformers run on the input (outputs concatenated on channels, or
+    each on its own channel group with ``split_channels``, as ``STCNN``);
     ``st_at`` accepts only ``"input"`` (kept for a config shape shared with ``STCNN``).
     Defaults: affine ST at the input's resolution (2x average pool on a 42x42 canvas, as
     ``STCNN``), loc net FC 32 -> FC 32 -> regression, FCN widths ``(64, 64)``.
@@ -144,6 +149,7 @@ class STFCN(_Model):
         st_out_size: int | Sequence[int] | None = None,
         st_at: str | Sequence[str] = ("input",),
         num_parallel: int = 1,
+        split_channels: bool = False,
         st_pool: int | None = None,
         sampling: str = "bilinear",
         padding: str = "zeros",
@@ -164,7 +170,8 @@ class STFCN(_Model):
         h, w = size2(in_size)
         out = size2(st_out_size) if st_out_size is not None else (h, w)
         self.st = ParallelSpatialTransformers(
-            int(num_parallel), in_channels=int(in_channels), in_size=(h, w), out_size=out,
+            int(num_parallel), split_channels, in_channels=int(in_channels), in_size=(h, w),
+            out_size=out,
             transform=transform, sampling=sampling, padding=padding, loc=loc,
             loc_downsample=loc_downsample, bound=bound, grid_size=grid_size,
             loc_kwargs=loc_kwargs, init_scale=st_init_scale, transform_kwargs=transform_kwargs,

@@ -33,8 +33,8 @@ TRANSFORM_ORDER = ("translation", "attention", "crop", "similarity", "affine", "
                    "tps")
 
 # Overrides that are axes of the table (read from results.json) or do not change the result.
-AXIS_KEYS = {"seed", "model", "model.transform", "model.num_parallel", "model.st_at",
-             "data.distortion"}
+AXIS_KEYS = {"seed", "model", "model.transform", "model.num_parallel", "model.split_channels",
+             "model.st_at", "data.distortion"}
 BOOKKEEPING_KEYS = {"trainer", "logger", "callbacks", "hydra", "task_name", "data.data_dir",
                     "data.num_workers", "data.cache", "trainer.devices", "trainer.accelerator",
                     "trainer.strategy", "trainer.num_nodes", "trainer.enable_progress_bar"}
@@ -75,7 +75,7 @@ def model_label(results: dict[str, Any], config: dict[str, Any] | None) -> tuple
         if label != "CNN" and transform not in (None, "affine"):
             label += " " + TRANSFORM_ABBREV.get(str(transform), str(transform))
         rank = list(SEQUENCE_LABELS.values()).index(SEQUENCE_LABELS[model])
-        return label, (label != "CNN", 1, "CNN", 1, rank, str(transform), [])
+        return label, (label != "CNN", 1, "CNN", 1, False, rank, str(transform), [])
     is_st = model.startswith("ST") and len(model) > 2
     backbone = model[2:] if is_st else model
     label = f"ST-{backbone}" if is_st else model
@@ -88,9 +88,13 @@ def model_label(results: dict[str, Any], config: dict[str, Any] | None) -> tuple
     st_at = _as_list(model_cfg.get("st_at")) if is_st else []
     if st_at and st_at != ["input"]:
         label += f" @{'+'.join(st_at)}"
+    split = parallel > 1 and bool(model_cfg.get("split_channels"))
+    if split:
+        label += ", a channel each"
     t_rank = TRANSFORM_ORDER.index(transform) if transform in TRANSFORM_ORDER else 99
     backbone_rank = {"FCN": 0, "CNN": 1}.get(backbone, 2)
-    return label, (is_st, backbone_rank, backbone, parallel, t_rank, str(transform), st_at)
+    return label, (is_st, backbone_rank, backbone, parallel, split, t_rank, str(transform),
+                   st_at)
 
 
 def _override_key(override: str) -> str:

@@ -138,18 +138,35 @@ class SpatialTransformer(nn.Module):
 
 class ParallelSpatialTransformers(nn.Module):
     """``num`` independent transformers on the same input; outputs concatenated on channels
-    (the paper's 2x / 4x ST-CNN). Output: ``(B, num * C, *out_size)``."""
+    (the paper's 2x / 4x ST-CNN). Output: ``(B, num * C, *out_size)``.
 
-    def __init__(self, num: int = 2, **st_kwargs) -> None:
+    ``split_channels=True`` gives each transformer its own group of ``C / num`` input channels
+    instead (MNIST addition: a digit a channel, so each transformer frames its own digit; an
+    affine warp of both channels cannot frame two digits at once). Output: ``(B, C, *out_size)``.
+    """
+
+    def __init__(self, num: int = 2, split_channels: bool = False, **st_kwargs) -> None:
         super().__init__()
-        if int(num) < 1:
+        num = int(num)
+        if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
-        self.transformers = nn.ModuleList(SpatialTransformer(**st_kwargs) for _ in range(num))
+        in_channels = int(st_kwargs.pop("in_channels"))
+        if split_channels and in_channels % num:
+            raise ValueError(
+                f"split_channels: {in_channels} input channels do not split into {num} "
+                f"transformers; use a num_parallel that divides {in_channels}, or "
+                "split_channels=false")
+        self.split_channels = bool(split_channels)
+        group = in_channels // num if split_channels else in_channels
+        self.transformers = nn.ModuleList(
+            SpatialTransformer(in_channels=group, **st_kwargs) for _ in range(num))
         self.out_size = self.transformers[0].out_size
-        self.out_channels = int(num) * self.transformers[0].in_channels
+        self.out_channels = in_channels if split_channels else num * in_channels
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        outs = [st(u) for st in self.transformers]
+        parts = u.chunk(len(self.transformers), 1) if self.split_channels else [u] * len(
+            self.transformers)
+        outs = [st(x) for st, x in zip(self.transformers, parts, strict=True)]
         return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
 
 
