@@ -129,7 +129,9 @@ class SequenceCNN(_Model):
 class SequenceSTCNNSingle(SequenceCNN):
     """ST-CNN Single: one affine transformer on the image, with the paper's small conv
     localisation net (``ConvLocalisation`` defaults), in front of ``SequenceCNN``. FC width 232
-    keeps the parameter count at the CNN's (``SequenceSTCNNSingle(1, 64, 11)``: 670,667)."""
+    keeps the parameter count at the CNN's (``SequenceSTCNNSingle(1, 64, 11)``: 670,667).
+    ``model=seq_st_cnn_single`` adds ``loc_kwargs={norm: true}`` (670,787): without batch norm
+    the localisation net's ReLUs died on multi-digit MNIST and the warp froze."""
 
     def __init__(
         self,
