@@ -145,12 +145,12 @@ class ParallelSpatialTransformers(nn.Module):
     affine warp of both channels cannot frame two digits at once). Output: ``(B, C, *out_size)``.
     """
 
-    def __init__(self, num: int = 2, split_channels: bool = False, **st_kwargs) -> None:
+    def __init__(self, num: int = 2, split_channels: bool = False, *, in_channels: int,
+                 **st_kwargs) -> None:
         super().__init__()
-        num = int(num)
+        num, in_channels = int(num), int(in_channels)
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
-        in_channels = int(st_kwargs.pop("in_channels"))
         if split_channels and in_channels % num:
             raise ValueError(
                 f"split_channels: {in_channels} input channels do not split into {num} "
