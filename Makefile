@@ -65,7 +65,7 @@ cluttered: install  ## cluttered MNIST of docs/results.md: CNN, FCN, ST-CNN Att 
 ADDITION ?= outputs/addition_study
 ADD := experiment=addition_study
 SPLIT := model.num_parallel=2 model.split_channels=true
-addition: install  ## MNIST addition of docs/results.md: 8 models x 3 seeds (~52 min, 2 cores)
+addition: install  ## MNIST addition of docs/results.md: 8 models x 3 seeds (~53 min, 2 cores)
 	mkdir -p $(ADDITION)
 	{ $(call sweep,$(ADDITION),plain,$(ADD) model=cnn$(,)fcn); r1=$$?; \
 	  $(call sweep,$(ADDITION),split_cnn,$(ADD) model=st_cnn $(SPLIT)); r2=$$?; \
