@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_framework.py            # 3 rounds
     PYTHONPATH=src python benchmarks/bench_framework.py --epochs 2 --rounds 3 -- model=cnn
+    PYTHONPATH=src python benchmarks/bench_framework.py --epochs 30 --rounds 4 --side-by-side
 
 ``framework``: ``stnlab.run.train.train(cfg)`` on the default experiment (``conf/train.yaml``
 composed with Hydra's compose API; extra arguments after ``--`` are overrides): Lightning,
@@ -16,11 +17,18 @@ Images/second counts training images only (steps x batch size) over the whole wa
 a run (fit, validation, test), so the ratio is the whole run's. Beside the wall times: the
 process's CPU time (``time.process_time``, all its threads), which time stolen by other
 tenants of a shared machine does not inflate, and the median of the per-round ratios.
+
+``--side-by-side``: two processes of one thread each (one a core, as the studies run) start
+each round together, one running ``bare`` and the other ``framework``, and swap every round.
+A shared machine's speed drifts by 20% over minutes; both loops of a pair see the same drift
+and the same contention, so the median of the pairs' ratios is the figure to quote. (After the
+faster one ends the slower one runs alone, a little faster: this flatters the slower loop.)
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import shutil
 import statistics
@@ -110,12 +118,63 @@ def framework(cfg) -> dict:
             "images": results["global_step"] * int(cfg.data.batch_size)}
 
 
+MAKE = {"bare": bare, "framework": framework}
+
+
+def timed(name: str, cfg) -> tuple[dict, float, float]:
+    """``(counts, wall s, cpu s)`` of one run of loop ``name``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    counts = MAKE[name](cfg)
+    return counts, time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def side_worker(slot: int, rounds: int, work: Path, overrides: list[str], barrier,
+                queue) -> None:
+    """One of the two side-by-side processes: ``bare`` and ``framework`` in turn, the other
+    process running the other loop in the same round."""
+    torch.set_num_threads(1)
+    data_dir = work / "data"
+    framework(make_cfg(work / f"warmup{slot}", data_dir, overrides))
+    for r in range(rounds):
+        name = ("bare", "framework")[(r + slot) % 2]
+        root = work / f"{name}{r}"
+        cfg = make_cfg(root, data_dir, overrides)
+        barrier.wait()
+        counts, wall, cpu = timed(name, cfg)
+        shutil.rmtree(root, ignore_errors=True)
+        queue.put((r, name, counts, wall, cpu))
+
+
+def side_by_side(args, work: Path, overrides: list[str]) -> dict[str, list]:
+    """Runs the two worker processes; returns per loop the ``(round, counts, wall, cpu)``."""
+    framework(make_cfg(work / "warmup", work / "data", overrides))  # the fixed sets' cache
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=side_worker, args=(slot, args.rounds, work, overrides,
+                                                    barrier, queue)) for slot in (0, 1)]
+    for proc in procs:
+        proc.start()
+    runs: dict[str, list] = {"bare": [], "framework": []}
+    for _ in range(2 * args.rounds):
+        r, name, counts, wall, cpu = queue.get()
+        runs[name].append((r, counts, wall, cpu))
+        print(f"round {r} {name:9s} {wall:6.2f} s  cpu {cpu:6.2f} s  "
+              f"{counts['images'] / wall:7.0f} img/s", flush=True)
+    for proc in procs:
+        proc.join()
+        if proc.exitcode:
+            raise SystemExit(f"a side-by-side worker failed (exit code {proc.exitcode})")
+    return {name: sorted(v, key=lambda t: t[0]) for name, v in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: OMP_NUM_THREADS or torch's own)")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="both loops at once, one process a core, swapped every round")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of both runs")
     args = parser.parse_args()
     if args.threads:
@@ -124,25 +183,30 @@ def main() -> None:
     data_dir = work / "data"
     overrides = [f"trainer.max_epochs={args.epochs}", *args.overrides]
     load = os.getloadavg()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    threads = 1 if args.side_by_side else torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, "
+          f"{'side by side, ' if args.side_by_side else ''}"
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, overrides {overrides}")
-    make = {"bare": bare, "framework": framework}
-    times: dict[str, list[float]] = {k: [] for k in make}
-    cpu: dict[str, list[float]] = {k: [] for k in make}
+    times: dict[str, list[float]] = {k: [] for k in MAKE}
+    cpu: dict[str, list[float]] = {k: [] for k in MAKE}
     counts: dict[str, dict] = {}
     try:
-        framework(make_cfg(work / "warmup", data_dir, overrides))  # fixed-set cache, imports
-        for r in range(args.rounds):
-            for name, fn in make.items():
-                root = work / f"{name}{r}"
-                cfg = make_cfg(root, data_dir, overrides)
-                start, start_cpu = time.perf_counter(), time.process_time()
-                counts[name] = fn(cfg)
-                times[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-                shutil.rmtree(root, ignore_errors=True)
-                print(f"round {r} {name:9s} {times[name][-1]:6.2f} s  cpu {cpu[name][-1]:6.2f} s"
-                      f"  {counts[name]['images'] / times[name][-1]:7.0f} img/s")
+        if args.side_by_side:
+            for name, runs in side_by_side(args, work, overrides).items():
+                for _, counts[name], wall, used in runs:
+                    times[name].append(wall)
+                    cpu[name].append(used)
+        else:
+            framework(make_cfg(work / "warmup", data_dir, overrides))  # fixed-set cache, imports
+            for r in range(args.rounds):
+                for name in MAKE:
+                    root = work / f"{name}{r}"
+                    counts[name], wall, used = timed(name, make_cfg(root, data_dir, overrides))
+                    times[name].append(wall)
+                    cpu[name].append(used)
+                    shutil.rmtree(root, ignore_errors=True)
+                    print(f"round {r} {name:9s} {wall:6.2f} s  cpu {used:6.2f} s"
+                          f"  {counts[name]['images'] / wall:7.0f} img/s")
     finally:
         GlobalHydra.instance().clear()
         shutil.rmtree(work, ignore_errors=True)
@@ -150,7 +214,7 @@ def main() -> None:
         raise SystemExit(f"step counts differ: {counts}")
     print(f"\n{'loop':9s} {'steps':>5s} {'median s':>8s} {'min s':>6s} {'cpu s':>6s} "
           f"{'img/s':>7s}")
-    for name in make:
+    for name in MAKE:
         med = statistics.median(times[name])
         print(f"{name:9s} {counts[name]['steps']:5d} {med:8.2f} {min(times[name]):6.2f} "
               f"{statistics.median(cpu[name]):6.2f} {counts[name]['images'] / med:7.0f}")
@@ -158,11 +222,11 @@ def main() -> None:
     def ratio(t: dict[str, list[float]], of=statistics.median) -> float:
         return of(t["framework"]) / of(t["bare"])
 
-    paired = statistics.median(f / b for f, b in zip(times["framework"], times["bare"],
-                                                     strict=True))
+    rounds = [f / b for f, b in zip(times["framework"], times["bare"], strict=True)]
     load = os.getloadavg()
     print(f"ratio framework/bare, wall: {ratio(times):.3f} (of medians), {ratio(times, min):.3f} "
-          f"(of minima), {paired:.3f} (median of rounds); cpu: {ratio(cpu):.3f} (of medians); "
+          f"(of minima), {statistics.median(rounds):.3f} (median of rounds: "
+          f"{' '.join(f'{x:.3f}' for x in rounds)}); cpu: {ratio(cpu):.3f} (of medians); "
           f"load after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 

@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from stnlab.callbacks import CropIoU, crop_iou
 from stnlab.data import DistortedMNIST
 from stnlab.data.distortions import INK_THRESHOLD, make_distortion
-from stnlab.run.train import train
+from stnlab.run.train import build_data_and_module, train
+from stnlab.spatial import spatial_transformers
 
 
 def _digits(n: int) -> torch.Tensor:
@@ -91,3 +94,25 @@ def test_models_without_a_transformer_log_no_iou(make_cfg):
     results = train(make_cfg("train", ["debug=fast", "model=cnn", "data.distortion=cluttered",
                                        "data.val_size=100", "data.test_size=100"]))
     assert "test/st_iou" not in results
+
+
+@pytest.mark.parametrize("limit_val_batches", [1.0, 2])
+def test_iou_from_the_evaluation_pass_is_the_whole_sets(make_cfg, limit_val_batches):
+    """The logged st/iou and st/area come from the validation batches' own warps (4 batches,
+    the last one short) or, when only 2 batches run, from a pass over the whole set: both equal
+    ``crop_iou`` of the trained transformer over the whole fixed set."""
+    cfg = make_cfg("train", ["data.val_size=100", "data.eval_batch_size=30"])
+    data, module = build_data_and_module(cfg)
+    callback = CropIoU()
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=limit_val_batches,
+                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[callback])
+    trainer.fit(module, datamodule=data)
+    assert callback._seen == (100 if limit_val_batches == 1.0 else 60)
+    module.eval()
+    iou, area = crop_iou(spatial_transformers(module)[0], data.val_set.tensors[0],
+                         data.boxes["val"])
+    assert 0 < iou < 1 and 0 < area
+    assert float(trainer.callback_metrics["st/iou"]) == pytest.approx(iou, rel=1e-5)
+    assert float(trainer.callback_metrics["st/area"]) == pytest.approx(area, rel=1e-5)

@@ -1,10 +1,11 @@
 """Where the input transformer looks: the IoU of its sampled region with the digit's box.
 
 The DataModule keeps each fixed example's digit box (``data.boxes[split]``, evaluation only);
-this callback runs the localisation nets of the transformers that act on the image over the
-fixed set and logs, per transformer, ``st/iou`` (mean IoU of the sampled region with the box)
-and ``st/area`` (mean share of the canvas it samples) after every validation epoch, and
-``test/st_iou``, ``test/st_area`` after testing (so they reach ``results.json``).
+this callback reads the warp parameters that the transformers acting on the image computed in
+the evaluation pass itself (no second pass of their localisation nets) and logs, per
+transformer, ``st/iou`` (mean IoU of the sampled region with the box) and ``st/area`` (mean
+share of the canvas it samples) after every validation epoch, and ``test/st_iou``,
+``test/st_area`` after testing (so they reach ``results.json``).
 """
 
 from __future__ import annotations
@@ -40,22 +41,65 @@ class CropIoU(pl.Callback):
     """Logs ``st/iou`` and ``st/area`` (``st/<i>/...`` for several transformers) on the
     validation set, ``test/st_iou`` and ``test/st_area`` on the test set, for data whose fixed
     sets carry digit boxes (one digit a 2-D image: R, RTS, P, E, cluttered); otherwise nothing.
+
+    The regions come from each evaluation batch's own forward pass (``st.last_params``), the
+    boxes from the fixed set in loader order. Where the batches do not cover the set in order
+    (several processes, a limited number of batches), the epoch's end runs the localisation
+    nets over the whole set instead (``crop_iou``), so the figure is always the whole set's.
     """
 
     def __init__(self, batch_size: int = 500):
         self.batch_size = int(batch_size)
+        self._sums: dict[int, list[float]] = {}
+        self._seen = 0
 
-    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                 split: str) -> dict[str, tuple[float, float]]:
+    @staticmethod
+    def _fixed_set(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str):
+        """``(images, boxes, transformers on the image)`` of ``split``; ``None`` without boxes."""
         data = trainer.datamodule
         boxes = getattr(data, "boxes", {}).get(split)
         dataset = getattr(data, f"{split}_set", None)
         if boxes is None or dataset is None:
-            return {}
+            return None
         images = dataset.tensors[0]
         sts = [st for st in spatial_transformers(pl_module)
                if st.in_channels == images.shape[1] and st.in_size == tuple(images.shape[2:])]
+        return (images, boxes, sts) if sts else None
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        fixed = self._fixed_set(trainer, pl_module, split)
+        self._sums = {} if fixed is None else {i: [0.0, 0.0] for i in range(len(fixed[2]))}
+        self._seen = 0 if trainer.world_size == 1 else -1  # -1: batches not in set order
+
+    def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str,
+               batch, dataloader_idx: int) -> None:
+        if not self._sums or self._seen < 0:
+            return
+        _, boxes, sts = self._fixed_set(trainer, pl_module, split)
+        x = batch[0]
+        n, start = x.shape[0], self._seen
+        for i, st in enumerate(sts):
+            params = st.last_params
+            if dataloader_idx or params is None or params.shape[0] != n or start + n > len(boxes):
+                self._seen = -1
+                return
+            region = sampled_region(st.transform, params.float())
+            box = pixel_box_to_normalised(boxes[start:start + n].to(region.device),
+                                          x.shape[-2:]).to(region.dtype)
+            self._sums[i][0] += float(region_box_iou(region, box).double().sum())
+            self._sums[i][1] += float(region_area_fraction(region).double().sum())
+        self._seen = start + n
+
+    def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                 split: str) -> dict[str, tuple[float, float]]:
+        fixed = self._fixed_set(trainer, pl_module, split)
+        if fixed is None:
+            return {}
+        images, boxes, sts = fixed
         prefix = (lambda i: "") if len(sts) == 1 else (lambda i: f"{i}/")
+        if self._seen == len(boxes) and len(self._sums) == len(sts):
+            return {prefix(i): (iou / self._seen, area / self._seen)
+                    for i, (iou, area) in self._sums.items()}
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -64,12 +108,27 @@ class CropIoU(pl.Callback):
         finally:
             pl_module.train(was_training)
 
+    def on_validation_epoch_start(self, trainer: pl.Trainer,
+                                  pl_module: pl.LightningModule) -> None:
+        self._start(trainer, pl_module, "val")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._batch(trainer, pl_module, "val", batch, dataloader_idx)
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         for key, (iou, area) in self._measure(trainer, pl_module, "val").items():
             pl_module.log(f"st/{key}iou", iou)
             pl_module.log(f"st/{key}area", area)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer, pl_module, "test")
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                          outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._batch(trainer, pl_module, "test", batch, dataloader_idx)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for key, (iou, area) in self._measure(trainer, pl_module, "test").items():
