@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from stnlab.callbacks import STGallery
 from stnlab.data import SVHNSequenceData
 from stnlab.data.mnist import DataSourceError
 from stnlab.errors import StnlabError
 from stnlab.models import SequenceCNN, SequenceSTCNNMulti, SequenceSTCNNSingle
+from stnlab.models.sequence import conv_block
 from stnlab.run.train import build_data_and_module, train
 from stnlab.tasks import LitSequence
 from stnlab.tasks.sequence import sequence_correct
@@ -213,3 +215,20 @@ def test_report_tabulates_sequence_error_with_the_svhn_figures_marked(tmp_path):
     assert "| CNN | 21.00 ± 1.41 (n=2) [paper 4] |" in md
     assert "| ST-CNN Multi | 15.00 (n=1) [paper 3.6] |" in md
     assert "a DIFFERENT data set" in md
+
+
+def test_conv_block_pools_before_its_relu_with_the_same_values_and_gradients():
+    """max-pool then ReLU (a quarter of the elements through the ReLU) is ReLU then max-pool."""
+    torch.manual_seed(0)
+    block = conv_block(3, 8, 3, norm=True)
+    assert [type(m) for m in block][-2:] == [nn.MaxPool2d, nn.ReLU]
+    relu_first = nn.Sequential(block[0], block[1], nn.ReLU(), nn.MaxPool2d(2))
+    x = torch.randn(4, 3, 16, 16)
+    grads = []
+    for net in (block, relu_first):
+        net.zero_grad()
+        out = net(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), block[0].weight.grad.clone()))
+    assert torch.equal(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)

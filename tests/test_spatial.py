@@ -351,3 +351,24 @@ def test_conv_localisation_with_batch_norm_keeps_identity_init():
     torch.testing.assert_close(st(u), u, atol=1e-5, rtol=0)
     st.eval()
     torch.testing.assert_close(st(u[:1]), u[:1], atol=1e-5, rtol=0)
+
+
+def test_sampling_a_channels_last_map_gives_its_gradient_back_channels_last():
+    """A conv feature map in channels-last (the CNNs' CPU layout): same values and gradients
+    as from its NCHW copy, and the gradient that reaches the layer before in the map's own
+    layout (no conversion in that conv's backward)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 10, 12)
+    grid = torch.rand(3, 7, 9, 2) * 2.2 - 1.1
+    weight = torch.randn(3, 8, 7, 9)
+    grads = {}
+    for name, fmt in (("plain", torch.contiguous_format), ("last", torch.channels_last)):
+        leaf = x.contiguous(memory_format=fmt).requires_grad_()
+        u = leaf * 2  # a non-leaf, as a conv's output: its gradient is what sample() hands back
+        u.register_hook(lambda g, name=name: grads.__setitem__(name, g))
+        out = sample(u, grid)
+        grads[name + " out"] = out
+        (out * weight).sum().backward()
+    assert torch.equal(grads["plain out"], grads["last out"])
+    assert grads["last"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grads["plain"], grads["last"])
