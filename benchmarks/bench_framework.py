@@ -35,6 +35,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +135,11 @@ def timed(name: str, cfg) -> tuple[dict, float, float]:
     return counts, time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def report(r: int, name: str, counts: dict, wall: float, cpu: float) -> None:
+    print(f"round {r} {name:9s} {wall:6.2f} s  cpu {cpu:6.2f} s  "
+          f"{counts['images'] / wall:7.0f} img/s", flush=True)
+
+
 def side_worker(slot: int, rounds: int, work: Path, overrides: list[str], barrier,
                 queue) -> None:
     """One of the two side-by-side processes: ``bare`` and ``framework`` in turn, the other
@@ -161,15 +167,22 @@ def side_by_side(args, work: Path, overrides: list[str]) -> dict[str, list]:
     for proc in procs:
         proc.start()
     runs: dict[str, list] = {"bare": [], "framework": []}
-    for _ in range(2 * args.rounds):
-        r, name, counts, wall, cpu = queue.get()
+    while sum(map(len, runs.values())) < 2 * args.rounds:
+        try:
+            r, name, counts, wall, cpu = queue.get(timeout=10)
+        except Empty:
+            if any(proc.exitcode for proc in procs):
+                break  # a worker died: its partner waits at the barrier for ever
+            continue
         runs[name].append((r, counts, wall, cpu))
-        print(f"round {r} {name:9s} {wall:6.2f} s  cpu {cpu:6.2f} s  "
-              f"{counts['images'] / wall:7.0f} img/s", flush=True)
+        report(r, name, counts, wall, cpu)
+    if any(proc.exitcode for proc in procs):
+        for proc in procs:
+            proc.kill()
+        raise SystemExit(f"a side-by-side worker failed (exit codes "
+                         f"{[proc.exitcode for proc in procs]})")
     for proc in procs:
         proc.join()
-        if proc.exitcode:
-            raise SystemExit(f"a side-by-side worker failed (exit code {proc.exitcode})")
     return {name: sorted(v, key=lambda t: t[0]) for name, v in runs.items()}
 
 
@@ -211,8 +224,7 @@ def main() -> None:
                     times[name].append(wall)
                     cpu[name].append(used)
                     shutil.rmtree(root, ignore_errors=True)
-                    print(f"round {r} {name:9s} {wall:6.2f} s  cpu {used:6.2f} s"
-                          f"  {counts[name]['images'] / wall:7.0f} img/s")
+                    report(r, name, counts[name], wall, used)
     finally:
         GlobalHydra.instance().clear()
         shutil.rmtree(work, ignore_errors=True)

@@ -361,14 +361,13 @@ def test_sampling_a_channels_last_map_gives_its_gradient_back_channels_last():
     x = torch.randn(3, 8, 10, 12)
     grid = torch.rand(3, 7, 9, 2) * 2.2 - 1.1
     weight = torch.randn(3, 8, 7, 9)
-    grads = {}
+    outs, grads = {}, {}
     for name, fmt in (("plain", torch.contiguous_format), ("last", torch.channels_last)):
         leaf = x.contiguous(memory_format=fmt).requires_grad_()
         u = leaf * 2  # a non-leaf, as a conv's output: its gradient is what sample() hands back
         u.register_hook(lambda g, name=name: grads.__setitem__(name, g))
-        out = sample(u, grid)
-        grads[name + " out"] = out
-        (out * weight).sum().backward()
-    assert torch.equal(grads["plain out"], grads["last out"])
+        outs[name] = sample(u, grid)
+        (outs[name] * weight).sum().backward()
+    assert torch.equal(outs["plain"], outs["last"])
     assert grads["last"].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(grads["plain"], grads["last"])

@@ -50,6 +50,7 @@ class CropIoU(pl.Callback):
 
     def __init__(self, batch_size: int = 500):
         self.batch_size = int(batch_size)
+        self._fixed = None  # this epoch's _fixed_set
         self._sums: dict[int, list[float]] = {}
         self._seen = 0
 
@@ -67,23 +68,23 @@ class CropIoU(pl.Callback):
         return (images, boxes, sts) if sts else None
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
-        fixed = self._fixed_set(trainer, pl_module, split)
-        self._sums = {} if fixed is None else {i: [0.0, 0.0] for i in range(len(fixed[2]))}
+        self._fixed = self._fixed_set(trainer, pl_module, split)
+        self._sums = {} if self._fixed is None else {i: [0.0, 0.0]
+                                                      for i in range(len(self._fixed[2]))}
         self._seen = 0 if trainer.world_size == 1 else -1  # -1: batches not in set order
 
-    def _batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str,
-               batch, dataloader_idx: int) -> None:
-        if not self._sums or self._seen < 0:
+    def _batch(self, batch, dataloader_idx: int) -> None:
+        if self._fixed is None or self._seen < 0:
             return
-        _, boxes, sts = self._fixed_set(trainer, pl_module, split)
+        _, boxes, sts = self._fixed
         x = batch[0]
         n, start = x.shape[0], self._seen
+        if dataloader_idx or start + n > len(boxes) or any(
+                st.last_params is None or st.last_params.shape[0] != n for st in sts):
+            self._seen = -1
+            return
         for i, st in enumerate(sts):
-            params = st.last_params
-            if dataloader_idx or params is None or params.shape[0] != n or start + n > len(boxes):
-                self._seen = -1
-                return
-            region = sampled_region(st.transform, params.float())
+            region = sampled_region(st.transform, st.last_params.float())
             box = pixel_box_to_normalised(boxes[start:start + n].to(region.device),
                                           x.shape[-2:]).to(region.dtype)
             self._sums[i][0] += float(region_box_iou(region, box).double().sum())
@@ -114,7 +115,7 @@ class CropIoU(pl.Callback):
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                 outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch(trainer, pl_module, "val", batch, dataloader_idx)
+        self._batch(batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -128,7 +129,7 @@ class CropIoU(pl.Callback):
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                           outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._batch(trainer, pl_module, "test", batch, dataloader_idx)
+        self._batch(batch, dataloader_idx)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for key, (iou, area) in self._measure(trainer, pl_module, "test").items():

@@ -35,7 +35,7 @@ def conv_block(in_channels: int, out_channels: int, kernel_size: int,
                norm: bool) -> nn.Sequential:
     """``conv k x k ('same') -> [batch norm] -> max-pool 2 -> ReLU``: the ReLU after the pool
     gives the same values and gradients (both are monotone) on a quarter of the elements (the
-    sequence CNN's step: 142 -> 124 ms on CPU, docs/performance.md)."""
+    sequence CNN's CPU step 151 -> 138 ms, docs/performance.md)."""
     layers: list[nn.Module] = [SmallInputConv2d(in_channels, out_channels, kernel_size,
                                                 padding=kernel_size // 2, bias=not norm)]
     if norm:

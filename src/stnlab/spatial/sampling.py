@@ -23,8 +23,7 @@ class _NCHWSamplerInput(torch.autograd.Function):
     """The identity, between a channels-last feature map and CPU ``grid_sample``: forward, the
     NCHW copy that the kernel reads anyway; backward, the gradient handed back channels-last,
     the layout of the convolutions around it. Without it their backward converts the sampler's
-    NCHW gradient every step (ST-CNN Multi on CPU: ``copy_`` 558 -> 69 ms in 3 steps,
-    docs/performance.md)."""
+    NCHW gradient every step (most of ST-CNN Multi's CPU ``copy_`` time, docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor) -> torch.Tensor:
