@@ -142,7 +142,6 @@ class STGallery(pl.Callback):
                                         width)
                         ax.plot((pts[:, 0] + .5) * sx, dy + (pts[:, 1] + .5) * sy, lw=1,
                                 color=colors[i])
-        fig.tight_layout()
         return fig
 
     @staticmethod
@@ -153,8 +152,13 @@ class STGallery(pl.Callback):
         margin = 0.25  # sampled regions may reach past the frame
         width = columns[0][2].shape[2] / columns[0][2].shape[1] + 2 * margin
         height = n * ROW_STEP - (ROW_STEP - 1) + 2 * margin
-        fig = Figure(figsize=(size * len(columns), size * height / width + 0.3))
-        axes = list(fig.subplots(1, len(columns), squeeze=False)[0])
+        fig_width, fig_height = size * len(columns), size * height / width + TITLE_INCHES
+        fig = Figure(figsize=(fig_width, fig_height))
+        # a fixed layout (each column's title in the strip on top), not tight_layout: that
+        # draws the whole figure once more only to measure it
+        axes = list(fig.subplots(1, len(columns), squeeze=False, gridspec_kw=dict(
+            left=0.1 / fig_width, right=1 - 0.1 / fig_width, bottom=0.05 / fig_height,
+            top=1 - TITLE_INCHES / fig_height, wspace=0.1))[0])
         for ax, (title, color, images) in zip(axes, columns, strict=True):
             images = images.detach().float().cpu()
             aspect = images.shape[2] / images.shape[1]
@@ -181,11 +185,11 @@ class STGallery(pl.Callback):
                     orthogonal_projections(v.float().mean(1, keepdim=True))[:, 0])
                    for c, (title, v) in enumerate(zip(titles, shown, strict=True))]
         fig, _ = self._columns(columns, volumes.shape[0], 3.6)
-        fig.tight_layout()
         return fig
 
 
 ROW_STEP = 1.15  # rows of a gallery column, in image heights
+TITLE_INCHES = 0.3  # the strip above the columns for their titles
 
 
 def series_regions(sts, on_image: list[bool]) -> list[torch.Tensor | None]:

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -144,6 +145,15 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The ``callbacks`` group, instantiated; ``trainer.enable_progress_bar=false`` drops its
+    progress bar (Lightning refuses a progress bar callback with the switch off)."""
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:  # None: Lightning's default, on
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint and write results.json; returns the results."""
     check_config(cfg)  # every value in range before anything is written or built
@@ -162,7 +172,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data.setup("fit")
     num_params = sum(p.numel() for p in module.net.parameters())
     resolved = to_plain(cfg)
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    callbacks = build_callbacks(cfg)
     callbacks.append(RunConfigInCheckpoint(resolved, data))
     loggers = build_loggers(cfg.get("logger"), group=sweep_name(cfg), tags=run_tags(cfg))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
