@@ -7,8 +7,8 @@ hooks, summed per pair (``on_train_batch_start -> on_train_batch_end`` is the tr
 A recording callback is put first and last in the trainer's callbacks, so a hook's own
 callbacks fall between its two records (``X -> X``). Work in other threads falls outside every
 pair: the last line gives the CPU seconds the run's other threads took (process CPU time less
-the main thread's; Lightning's default rich progress bar, ``callbacks.progress_bar=null``, 0.41-0.59 s in 10 epochs). Used for
-docs/performance.md ("Framework overhead").
+the main thread's; Lightning's default rich progress bar, ``callbacks.progress_bar=null``,
+0.41-0.59 s in 10 epochs). Used for docs/performance.md ("Framework overhead").
 """
 
 from __future__ import annotations
