@@ -353,21 +353,36 @@ def test_conv_localisation_with_batch_norm_keeps_identity_init():
     torch.testing.assert_close(st(u[:1]), u[:1], atol=1e-5, rtol=0)
 
 
-def test_sampling_a_channels_last_map_gives_its_gradient_back_channels_last():
-    """A conv feature map in channels-last (the CNNs' CPU layout): same values and gradients
-    as from its NCHW copy, and the gradient that reaches the layer before in the map's own
-    layout (no conversion in that conv's backward)."""
+def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_values():
+    """A conv feature map in channels-last (the CNNs' CPU layout) is sampled as rows of its
+    ``(B*H*W, C)`` view (``embedding_bag``): the values and both gradients of ``grid_sample`` on
+    its NCHW copy (float64: to rounding; gradcheck), a NaN coordinate still NaN, and the output
+    and the gradient that reaches the layer before in the map's own layout (no conversion in the
+    convolutions around it)."""
     torch.manual_seed(0)
-    x = torch.randn(3, 8, 10, 12)
-    grid = torch.rand(3, 7, 9, 2) * 2.2 - 1.1
-    weight = torch.randn(3, 8, 7, 9)
+    x = torch.randn(3, 8, 10, 12, dtype=torch.float64)
+    grid = torch.rand(3, 7, 9, 2, dtype=torch.float64) * 2.4 - 1.2  # some of it outside
+    weight = torch.randn(3, 8, 7, 9, dtype=torch.float64)
     outs, grads = {}, {}
     for name, fmt in (("plain", torch.contiguous_format), ("last", torch.channels_last)):
         leaf = x.contiguous(memory_format=fmt).requires_grad_()
         u = leaf * 2  # a non-leaf, as a conv's output: its gradient is what sample() hands back
         u.register_hook(lambda g, name=name: grads.__setitem__(name, g))
-        outs[name] = sample(u, grid)
+        g = grid.clone().requires_grad_()
+        outs[name] = sample(u, g)
         (outs[name] * weight).sum().backward()
-    assert torch.equal(outs["plain"], outs["last"])
+        grads[name + " grid"] = g.grad
+    assert outs["last"].is_contiguous(memory_format=torch.channels_last)
     assert grads["last"].is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(grads["plain"], grads["last"])
+    for key in ("", " grid"):
+        torch.testing.assert_close(grads["last" + key], grads["plain" + key], rtol=1e-12,
+                                   atol=1e-12)
+    torch.testing.assert_close(outs["last"], outs["plain"], rtol=1e-12, atol=1e-12)
+    small = torch.randn(2, 3, 5, 6, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    coords = (torch.rand(2, 4, 4, 2, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
+    assert torch.autograd.gradcheck(sample, (small, coords))
+    coords = coords.detach().clone()
+    coords[0, 0, 0, 0] = float("nan")
+    out = sample(small, coords)
+    assert out[0, :, 0, 0].isnan().all() and not out[0, :, 1:].isnan().any()

@@ -19,11 +19,44 @@ def check_sampler(mode: str, padding: str = "zeros") -> None:
         raise ValueError(f"unknown padding {padding!r}; valid names: {', '.join(PADDINGS)}")
 
 
+def _pixel(coord: torch.Tensor, size: int) -> torch.Tensor:
+    """Normalised grid coordinates -> pixel coordinates along an axis of ``size`` pixels."""
+    if ALIGN_CORNERS:
+        return (coord + 1) * ((size - 1) / 2)
+    return ((coord + 1) * size - 1) / 2
+
+
+def _bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling with zero padding of a channels-last ``u`` as one ``embedding_bag``:
+    each output pixel is the weighted sum of its four neighbours' channel vectors (rows of the
+    map's ``(B*H*W, C)`` view). Same values as ``F.grid_sample`` and gradients up to float
+    rounding, but the output and the map's gradient stay channels-last, the layout of the
+    convolutions around it, and CPU ``grid_sample`` reads and writes NCHW: ST-CNN Multi's CPU
+    step without the copies and with a cheaper sampler, docs/performance.md."""
+    b, c, h, w = u.shape
+    rows = u.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view of a channels-last map
+    x, y = _pixel(grid[..., 0], w), _pixel(grid[..., 1], h)
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    start = torch.arange(b, device=u.device).view(b, 1, 1) * (h * w)
+    index, weight = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # outside reads 0
+            index.append(start + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))
+            weight.append(wy * wx * inside)  # a NaN coordinate stays NaN, as in grid_sample
+    out = F.embedding_bag(torch.stack(index, -1).flatten(0, 2), rows, mode="sum",
+                          per_sample_weights=torch.stack(weight, -1).flatten(0, 2))
+    return out.view(b, *grid.shape[1:3], c).permute(0, 3, 1, 2)
+
+
 class _NCHWSamplerInput(torch.autograd.Function):
-    """The identity, between a channels-last feature map and CPU ``grid_sample``: forward, the
-    NCHW copy that the kernel reads anyway; backward, the gradient handed back channels-last,
-    the layout of the convolutions around it. Without it their backward converts the sampler's
-    NCHW gradient every step (most of ST-CNN Multi's CPU ``copy_`` time, docs/performance.md)."""
+    """The identity, between a channels-last feature map and CPU ``grid_sample`` (the modes
+    that ``_bilinear_rows`` does not do): forward, the NCHW copy that the kernel reads anyway;
+    backward, the gradient handed back channels-last, the layout of the convolutions around it,
+    so that their backward does not convert it."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor) -> torch.Tensor:
@@ -63,9 +96,12 @@ def sample(
         raise ValueError("bicubic sampling is 2-D only; for volumes use bilinear or nearest")
     if grid.dtype != u.dtype:
         grid = grid.to(u.dtype)
-    if (u.device.type == "cpu" and n == 2 and u.shape[1] > 1 and u.requires_grad
+    if (u.device.type == "cpu" and n == 2 and u.shape[1] > 1
             and not u.is_contiguous() and u.is_contiguous(memory_format=torch.channels_last)):
-        u = _NCHWSamplerInput.apply(u)
+        if mode == "bilinear" and padding == "zeros":
+            return _bilinear_rows(u, grid)
+        if u.requires_grad:
+            u = _NCHWSamplerInput.apply(u)
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
