@@ -29,10 +29,10 @@ def _pixel(coord: torch.Tensor, size: int) -> torch.Tensor:
 def _bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear sampling with zero padding of a channels-last ``u`` as one ``embedding_bag``:
     each output pixel is the weighted sum of its four neighbours' channel vectors (rows of the
-    map's ``(B*H*W, C)`` view). Same values as ``F.grid_sample`` and gradients up to float
-    rounding, but the output and the map's gradient stay channels-last, the layout of the
-    convolutions around it, and CPU ``grid_sample`` reads and writes NCHW: ST-CNN Multi's CPU
-    step without the copies and with a cheaper sampler, docs/performance.md."""
+    map's ``(B*H*W, C)`` view). Same values and gradients as ``F.grid_sample`` up to float
+    rounding; but CPU ``grid_sample`` reads and writes NCHW, while here the output and the
+    map's gradient stay channels-last like the convolutions around them, and the fused gather
+    is cheaper (ST-CNN Multi's CPU step, docs/performance.md)."""
     b, c, h, w = u.shape
     rows = u.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view of a channels-last map
     x, y = _pixel(grid[..., 0], w), _pixel(grid[..., 1], h)
