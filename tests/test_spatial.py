@@ -353,6 +353,33 @@ def test_conv_localisation_with_batch_norm_keeps_identity_init():
     torch.testing.assert_close(st(u[:1]), u[:1], atol=1e-5, rtol=0)
 
 
+def test_fc_localisation_hands_a_channels_last_maps_gradient_back_channels_last():
+    """ST-CNN Multi's localisation nets read a channels-last feature map through an average
+    pool and a flatten: the same outputs and input gradients as from its NCHW copy, and the
+    gradient that reaches the pool's output in the map's own layout (with ``nn.Flatten`` it is
+    NCHW, and the pool's backward converts the map-sized gradient)."""
+    torch.manual_seed(0)
+    net = FCLocalisation(8, (16, 16), 6, downsample=4).double()
+    torch.nn.init.normal_(net.head.weight)  # identity init: a zero head passes no gradient
+    pooled_grads = []
+
+    def catch_grad(module, args, out):
+        out.register_hook(pooled_grads.append)
+
+    net.body[0].register_forward_hook(catch_grad)
+    x = torch.randn(3, 8, 16, 16, dtype=torch.float64)
+    outs, grads = {}, {}
+    for name, fmt in (("plain", torch.contiguous_format), ("last", torch.channels_last)):
+        leaf = x.clone(memory_format=fmt).requires_grad_()
+        outs[name] = net(leaf)
+        outs[name].square().sum().backward()
+        grads[name] = leaf.grad
+    assert torch.equal(outs["last"], outs["plain"])
+    assert pooled_grads[1].is_contiguous(memory_format=torch.channels_last)
+    assert grads["plain"].abs().sum() > 0
+    torch.testing.assert_close(grads["last"], grads["plain"], rtol=1e-12, atol=1e-12)
+
+
 def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_values():
     """A conv feature map in channels-last (the CNNs' CPU layout) is sampled as rows of its
     ``(B*H*W, C)`` view (``embedding_bag``): the values and both gradients of ``grid_sample`` on

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .sampling import nchw_keeping_grad_layout
+
 
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
@@ -125,6 +127,15 @@ class ConvLocalisation(_Localisation):
         self._finish(layers, feat, num_params, identity)
 
 
+class _Flatten(nn.Flatten):
+    """``nn.Flatten`` that hands a channels-last map's gradient back channels-last. With
+    ``nn.Flatten`` it comes back NCHW, and the average pool in front then converts the whole
+    feature map's gradient (ST-CNN Multi's backward copies, docs/performance.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nchw_keeping_grad_layout(x))
+
+
 class FCLocalisation(_Localisation):
     """Fully connected localisation net (ST-FCN): ``flatten -> FC hidden... -> head``.
 
@@ -144,7 +155,7 @@ class FCLocalisation(_Localisation):
         super().__init__()
         layers: list[nn.Module] = []
         size = self._downsampled(layers, in_size, max(int(downsample), 1))
-        layers.append(nn.Flatten())
+        layers.append(_Flatten())
         feat = int(in_channels) * math.prod(size)
         for units in _ints(hidden):
             layers += [nn.Linear(feat, units), nn.ReLU(inplace=True)]

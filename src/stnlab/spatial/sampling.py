@@ -52,11 +52,10 @@ def _bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out.view(b, *grid.shape[1:3], c).permute(0, 3, 1, 2)
 
 
-class _NCHWSamplerInput(torch.autograd.Function):
-    """The identity, between a channels-last feature map and CPU ``grid_sample`` (the modes
-    that ``_bilinear_rows`` does not do): forward, the NCHW copy that the kernel reads anyway;
-    backward, the gradient handed back channels-last, the layout of the convolutions around it,
-    so that their backward does not convert it."""
+class _NCHWWithChannelsLastGrad(torch.autograd.Function):
+    """The identity between a channels-last map and an op that reads NCHW: forward, the NCHW
+    copy that the op would make anyway; backward, the gradient handed back channels-last, the
+    layout of the convolutions around it, so that their backward does not convert it."""
 
     @staticmethod
     def forward(ctx, u: torch.Tensor) -> torch.Tensor:
@@ -65,6 +64,15 @@ class _NCHWSamplerInput(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad.contiguous(memory_format=torch.channels_last)
+
+
+def nchw_keeping_grad_layout(u: torch.Tensor) -> torch.Tensor:
+    """``u`` in NCHW for an op that reads NCHW (CPU ``grid_sample``, a flatten), its gradient
+    still channels-last where ``u`` is a channels-last map that needs one; else ``u``."""
+    if (u.requires_grad and u.dim() == 4 and not u.is_contiguous()
+            and u.is_contiguous(memory_format=torch.channels_last)):
+        return _NCHWWithChannelsLastGrad.apply(u)
+    return u
 
 
 def sample(
@@ -100,9 +108,8 @@ def sample(
             and not u.is_contiguous() and u.is_contiguous(memory_format=torch.channels_last)):
         if mode == "bilinear" and padding == "zeros":
             return _bilinear_rows(u, grid)
-        if u.requires_grad:
-            u = _NCHWSamplerInput.apply(u)
+        u = nchw_keeping_grad_layout(u)  # the other modes: grid_sample
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
-__all__ = ["PADDINGS", "SAMPLERS", "check_sampler", "sample"]
+__all__ = ["PADDINGS", "SAMPLERS", "check_sampler", "nchw_keeping_grad_layout", "sample"]
