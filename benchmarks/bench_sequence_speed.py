@@ -3,6 +3,7 @@ paper: ST-CNN Multi "only 6% slower" on SVHN 64x64, on a GPU).
 
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py            # batch 64, 1 thread
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --threads 2 --batch 128
+    PYTHONPATH=src python benchmarks/bench_sequence_speed.py --profile   # where Multi's time goes
 
 A step is forward, the sequence loss, backward and an Adam update on a 64x64 batch. Rounds
 alternate the models so that drift in machine speed hits all of them; the time per step is the
@@ -59,6 +60,33 @@ def bench(batch: int, steps: int, rounds: int, warmup: int) -> dict[str, dict[st
             for k, v in times.items()}
 
 
+def profile(batch: int, steps: int = 4, top: int = 12) -> None:
+    """``torch.profiler`` of ``steps`` steps of the CNN and ST-CNN Multi: the ops whose self CPU
+    time a step differs most, Multi less the CNN (docs/performance.md, "Sequence models")."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.manual_seed(0)
+    x = torch.rand(batch, 1, 64, 64)
+    targets = torch.cat([torch.randint(1, 6, (batch, 1)), torch.randint(0, 11, (batch, 5))], 1)
+    per_op: dict[str, dict[str, float]] = {}
+    for name in ("CNN", "ST-CNN Multi"):
+        model = MODELS[name](1, 64, 11)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(2):
+            _step(model, opt, x, targets)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                _step(model, opt, x, targets)
+        per_op[name] = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
+    cnn, multi = per_op["CNN"], per_op["ST-CNN Multi"]
+    print(f"\nself CPU ms a step under the profiler: CNN {sum(cnn.values()):.1f}, "
+          f"Multi {sum(multi.values()):.1f}")
+    for op in sorted(set(cnn) | set(multi), key=lambda k: cnn.get(k, 0) - multi.get(k, 0))[:top]:
+        print(f"{op[:50]:<50} CNN {cnn.get(op, 0):7.2f}  Multi {multi.get(op, 0):7.2f}  "
+              f"diff {multi.get(op, 0) - cnn.get(op, 0):+7.2f}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -67,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile the CNN and Multi: the ops that differ most")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, 64x64, "
@@ -79,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
+    if args.profile:
+        profile(args.batch)
     return res
 
 
