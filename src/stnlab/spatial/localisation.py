@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .sampling import nchw_keeping_grad_layout
+from .layout import nchw_keeping_grad_layout
 
 
 def _size2(size: int | Sequence[int]) -> tuple[int, int]:

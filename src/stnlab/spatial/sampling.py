@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layout import is_channels_last_map, nchw_keeping_grad_layout
 from .transforms import ALIGN_CORNERS
 
 SAMPLERS: tuple[str, ...] = ("bilinear", "nearest", "bicubic")
@@ -52,29 +53,6 @@ def _bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out.view(b, *grid.shape[1:3], c).permute(0, 3, 1, 2)
 
 
-class _NCHWWithChannelsLastGrad(torch.autograd.Function):
-    """The identity between a channels-last map and an op that reads NCHW: forward, the NCHW
-    copy that the op would make anyway; backward, the gradient handed back channels-last, the
-    layout of the convolutions around it, so that their backward does not convert it."""
-
-    @staticmethod
-    def forward(ctx, u: torch.Tensor) -> torch.Tensor:
-        return u.contiguous()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous(memory_format=torch.channels_last)
-
-
-def nchw_keeping_grad_layout(u: torch.Tensor) -> torch.Tensor:
-    """``u`` in NCHW for an op that reads NCHW (CPU ``grid_sample``, a flatten), its gradient
-    still channels-last where ``u`` is a channels-last map that needs one; else ``u``."""
-    if (u.requires_grad and u.dim() == 4 and not u.is_contiguous()
-            and u.is_contiguous(memory_format=torch.channels_last)):
-        return _NCHWWithChannelsLastGrad.apply(u)
-    return u
-
-
 def sample(
     u: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear", padding: str = "zeros"
 ) -> torch.Tensor:
@@ -104,12 +82,11 @@ def sample(
         raise ValueError("bicubic sampling is 2-D only; for volumes use bilinear or nearest")
     if grid.dtype != u.dtype:
         grid = grid.to(u.dtype)
-    if (u.device.type == "cpu" and n == 2 and u.shape[1] > 1
-            and not u.is_contiguous() and u.is_contiguous(memory_format=torch.channels_last)):
+    if u.device.type == "cpu" and n == 2 and is_channels_last_map(u):
         if mode == "bilinear" and padding == "zeros":
             return _bilinear_rows(u, grid)
         u = nchw_keeping_grad_layout(u)  # the other modes: grid_sample
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 
-__all__ = ["PADDINGS", "SAMPLERS", "check_sampler", "nchw_keeping_grad_layout", "sample"]
+__all__ = ["PADDINGS", "SAMPLERS", "check_sampler", "sample"]
