@@ -1,0 +1,65 @@
+"""The sampler on a channels-last feature map: CPU ``grid_sample`` (through the NCHW copy and
+its channels-last gradient) against ``sample()``'s ``embedding_bag`` rows (docs/performance.md,
+"Sequence models": ST-CNN Multi's 32-channel 32x32 map).
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sampler.py [--shape 64 32 32 32]
+
+Times forward alone and forward + backward (both gradients) of one affine warp, the median of
+``--repeats`` runs after a warm-up; rounds alternate the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from stnlab.spatial.layout import nchw_keeping_grad_layout
+from stnlab.spatial.sampling import sample
+
+
+def grid_sample_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """What ``sample()`` did before the rows sampler."""
+    return F.grid_sample(nchw_keeping_grad_layout(u), grid, align_corners=False)
+
+
+PATHS = {"grid_sample": grid_sample_path, "embedding_bag rows": sample}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", type=int, nargs=4, default=[64, 32, 32, 32], help="B C H W")
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    b, c, h, w = args.shape
+    theta = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(b, 2, 3)
+    grid0 = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    u = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grid = grid0.clone().requires_grad_()
+    g_out = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last)
+    times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd+bwd": []} for k in PATHS}
+    for name, fn in PATHS.items():
+        fn(u, grid).backward(g_out)  # warm-up
+    for r in range(args.repeats):
+        for name in (list(PATHS) if r % 2 == 0 else list(reversed(PATHS))):
+            fn = PATHS[name]
+            t0 = time.perf_counter()
+            out = fn(u, grid)
+            t1 = time.perf_counter()
+            out.backward(g_out)
+            t2 = time.perf_counter()
+            times[name]["fwd"].append(1e3 * (t1 - t0))
+            times[name]["fwd+bwd"].append(1e3 * (t2 - t0))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), map {args.shape}, "
+          f"median of {args.repeats}")
+    for name, t in times.items():
+        print(f"{name:<20} forward {statistics.median(t['fwd']):6.2f} ms   forward + backward "
+              f"{statistics.median(t['fwd+bwd']):6.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
