@@ -42,7 +42,7 @@ def main() -> None:
     grid = grid0.clone().requires_grad_()
     g_out = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last)
     times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd+bwd": []} for k in PATHS}
-    for name, fn in PATHS.items():
+    for fn in PATHS.values():
         fn(u, grid).backward(g_out)  # warm-up
     for r in range(args.repeats):
         for name in (list(PATHS) if r % 2 == 0 else list(reversed(PATHS))):
