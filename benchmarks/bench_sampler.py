@@ -1,11 +1,12 @@
 """The sampler on a channels-last feature map: CPU ``grid_sample`` (through the NCHW copy and
-its channels-last gradient) against ``sample()``'s ``embedding_bag`` rows (docs/performance.md,
-"Sequence models": ST-CNN Multi's 32-channel 32x32 map).
+its channels-last gradient) against the two kernels of ``sample()``'s rows sampler, the numba
+one (what float32 runs) and the ``embedding_bag`` fallback (docs/performance.md, "Sequence
+models": ST-CNN Multi's 32-channel 32x32 map).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sampler.py [--shape 64 32 32 32]
 
 Times forward alone and forward + backward (both gradients) of one affine warp, the median of
-``--repeats`` runs after a warm-up; rounds alternate the two.
+``--repeats`` runs after a warm-up; rounds alternate the paths.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.spatial import rows_sampling
 from stnlab.spatial.layout import nchw_keeping_grad_layout
 from stnlab.spatial.sampling import sample
 
@@ -26,7 +28,14 @@ def grid_sample_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(nchw_keeping_grad_layout(u), grid, align_corners=False)
 
 
-PATHS = {"grid_sample": grid_sample_path, "embedding_bag rows": sample}
+def embedding_bag_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The rows sampler's fallback (and what it was before the numba kernels)."""
+    x = rows_sampling._pixel(grid[..., 0], u.shape[3])
+    return rows_sampling._embedding_bag_rows(u, x, rows_sampling._pixel(grid[..., 1], u.shape[2]))
+
+
+PATHS = {"grid_sample": grid_sample_path, "embedding_bag rows": embedding_bag_path,
+         "numba rows (sample)": sample}
 
 
 def main() -> None:

@@ -413,3 +413,60 @@ def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_valu
     coords[0, 0, 0, 0] = float("nan")
     out = sample(small, coords)
     assert out[0, :, 0, 0].isnan().all() and not out[0, :, 1:].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
+    """The numba kernels (float32/64, eager) and the ``embedding_bag`` fallback (half precision,
+    ``torch.compile``, no numba) each give ``grid_sample``'s output, map gradient and grid
+    gradient, with neighbours outside the map, a grid of another size and an NCHW gradient
+    coming in; a NaN coordinate gives NaN in that pixel only."""
+    from stnlab.spatial import rows_sampling
+
+    assert rows_sampling._kernels() is not None  # numba is a dependency: the fast path runs
+    torch.manual_seed(1)
+    x = torch.randn(2, 5, 9, 7, dtype=dtype)
+    grid = torch.rand(2, 6, 8, 2, dtype=dtype) * 2.6 - 1.3
+    g_out = torch.randn(2, 5, 6, 8, dtype=dtype)  # NCHW: the kernel takes any layout
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    results = {}
+    for name in ("grid_sample", "numba", "embedding_bag"):
+        u = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        g = grid.clone().requires_grad_()
+        if name == "grid_sample":
+            out = torch.nn.functional.grid_sample(u.contiguous(), g, align_corners=False)
+        else:
+            px, py = rows_sampling._pixel(g[..., 0], 7), rows_sampling._pixel(g[..., 1], 9)
+            fn = (rows_sampling._NumbaRows.apply if name == "numba"
+                  else rows_sampling._embedding_bag_rows)
+            out = fn(u, px, py)
+            assert out.is_contiguous(memory_format=torch.channels_last)
+        out.backward(g_out)
+        results[name] = (out, u.grad, g.grad)
+    for name in ("numba", "embedding_bag"):
+        for got, want in zip(results[name], results["grid_sample"], strict=True):
+            torch.testing.assert_close(got, want, **tol)
+    assert results["numba"][1].is_contiguous(memory_format=torch.channels_last)
+    if dtype == torch.float64:
+        u = x[:, :3, :5, :4].contiguous(memory_format=torch.channels_last).requires_grad_()
+        coords = (grid[:, :3, :4] * 1.1).requires_grad_()
+        assert torch.autograd.gradcheck(rows_sampling.bilinear_rows, (u, coords))
+    coords = grid.clone()
+    coords[1, 2, 3, 1] = float("nan")
+    out = rows_sampling.bilinear_rows(x.contiguous(memory_format=torch.channels_last), coords)
+    assert out[1, :, 2, 3].isnan().all() and out.isnan().sum() == x.shape[1]
+
+
+def test_rows_sampling_of_half_precision_takes_the_embedding_bag_path():
+    """bfloat16 (numpy has no such type) samples through ``embedding_bag``: float32's values of
+    the same rounded inputs, to bfloat16's precision (its pixel coordinates are bfloat16)."""
+    from stnlab.spatial.rows_sampling import bilinear_rows
+
+    torch.manual_seed(2)
+    u = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    grid = torch.rand(2, 5, 5, 2) * 2 - 1
+    u, grid = u.bfloat16(), grid.bfloat16()
+    out = bilinear_rows(u, grid)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), bilinear_rows(u.float(), grid.float()), rtol=0.05,
+                               atol=0.1)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .layout import is_channels_last_map, nchw_keeping_grad_layout
+from .rows_sampling import bilinear_rows
 from .transforms import ALIGN_CORNERS
 
 SAMPLERS: tuple[str, ...] = ("bilinear", "nearest", "bicubic")
@@ -18,39 +19,6 @@ def check_sampler(mode: str, padding: str = "zeros") -> None:
         raise ValueError(f"unknown sampler {mode!r}; valid names: {', '.join(SAMPLERS)}")
     if padding not in PADDINGS:
         raise ValueError(f"unknown padding {padding!r}; valid names: {', '.join(PADDINGS)}")
-
-
-def _pixel(coord: torch.Tensor, size: int) -> torch.Tensor:
-    """Normalised grid coordinates -> pixel coordinates along an axis of ``size`` pixels."""
-    if ALIGN_CORNERS:
-        return (coord + 1) * ((size - 1) / 2)
-    return ((coord + 1) * size - 1) / 2
-
-
-def _bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling with zero padding of a channels-last ``u`` as one ``embedding_bag``:
-    each output pixel is the weighted sum of its four neighbours' channel vectors (rows of the
-    map's ``(B*H*W, C)`` view). Same values and gradients as ``F.grid_sample`` up to float
-    rounding; but CPU ``grid_sample`` reads and writes NCHW, while here the output and the
-    map's gradient stay channels-last like the convolutions around them, and the fused gather
-    is cheaper (ST-CNN Multi's CPU step, docs/performance.md)."""
-    b, c, h, w = u.shape
-    rows = u.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view of a channels-last map
-    x, y = _pixel(grid[..., 0], w), _pixel(grid[..., 1], h)
-    x0, y0 = x.detach().floor(), y.detach().floor()
-    fx, fy = x - x0, y - y0
-    x0, y0 = x0.long(), y0.long()
-    start = torch.arange(b, device=u.device).view(b, 1, 1) * (h * w)
-    index, weight = [], []
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # outside reads 0
-            index.append(start + yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1))
-            weight.append(wy * wx * inside)  # a NaN coordinate stays NaN, as in grid_sample
-    out = F.embedding_bag(torch.stack(index, -1).flatten(0, 2), rows, mode="sum",
-                          per_sample_weights=torch.stack(weight, -1).flatten(0, 2))
-    return out.view(b, *grid.shape[1:3], c).permute(0, 3, 1, 2)
 
 
 def sample(
@@ -84,7 +52,7 @@ def sample(
         grid = grid.to(u.dtype)
     if u.device.type == "cpu" and n == 2 and is_channels_last_map(u):
         if mode == "bilinear" and padding == "zeros":
-            return _bilinear_rows(u, grid)
+            return bilinear_rows(u, grid)
         u = nchw_keeping_grad_layout(u)  # the other modes: grid_sample
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
