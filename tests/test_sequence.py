@@ -232,3 +232,19 @@ def test_conv_block_pools_before_its_relu_with_the_same_values_and_gradients():
         grads.append((out.detach(), block[0].weight.grad.clone()))
     assert torch.equal(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_models_take_per_layer_pools_and_several_fc_layers():
+    """``pools`` (1: no pooling) and a list of ``hidden`` widths: the paper's SVHN sizes
+    (``bench_sequence_speed.py --arch paper``) at smaller widths; Multi's transformers sit on the
+    maps those pools leave, and a length mismatch names the three fields."""
+    kw = dict(channels=(4, 6, 8, 8), kernel_sizes=5, pools=(2, 1, 2, 1), hidden=(16, 12))
+    multi = SequenceSTCNNMulti(1, 32, 11, **kw)
+    fcs = [m for m in multi.heads.body if isinstance(m, nn.Linear)]
+    assert [(f.in_features, f.out_features) for f in fcs] == [(8 * 8 * 8, 16), (16, 12)]
+    assert [st.in_size for st in multi.spatial_transformers()] == [
+        (32, 32), (16, 16), (16, 16), (8, 8)]
+    length, digits = multi(torch.rand(2, 1, 32, 32))
+    assert length.shape == (2, 6) and digits.shape == (2, 5, 11)
+    with pytest.raises(ValueError, match="channels.*kernel_sizes.*pools"):
+        SequenceCNN(1, 32, 11, channels=(4, 6), pools=(2, 2, 2))

@@ -435,11 +435,12 @@ def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
         g = grid.clone().requires_grad_()
         if name == "grid_sample":
             out = torch.nn.functional.grid_sample(u.contiguous(), g, align_corners=False)
+        elif name == "numba":
+            out = rows_sampling._NumbaRows.apply(u, g)
         else:
             px, py = rows_sampling._pixel(g[..., 0], 7), rows_sampling._pixel(g[..., 1], 9)
-            fn = (rows_sampling._NumbaRows.apply if name == "numba"
-                  else rows_sampling._embedding_bag_rows)
-            out = fn(u, px, py)
+            out = rows_sampling._embedding_bag_rows(u, px, py)
+        if name != "grid_sample":
             assert out.is_contiguous(memory_format=torch.channels_last)
         out.backward(g_out)
         results[name] = (out, u.grad, g.grad)

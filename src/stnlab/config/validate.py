@@ -286,6 +286,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("*.hidden", SIZES),
     ("*.widths", SIZES),
     ("*.pool", COUNT),
+    ("*.pools", SIZES),
     ("*_pool", COUNT),  # st_pool
     ("*.num_parallel", COUNT),
     ("*.num_st", integer(0)),  # 0: the backbone alone (fine_grained_cnn)

@@ -32,27 +32,34 @@ def loc_downsample_for(channels: int, size: tuple[int, int], max_features: int) 
 
 
 def conv_block(in_channels: int, out_channels: int, kernel_size: int,
-               norm: bool) -> nn.Sequential:
-    """``conv k x k ('same') -> [batch norm] -> max-pool 2 -> ReLU``: the ReLU after the pool
-    gives the same values and gradients (both are monotone) on a quarter of the elements (the
-    sequence CNN's CPU step 151 -> 138 ms, docs/performance.md)."""
+               norm: bool, pool: int = 2) -> nn.Sequential:
+    """``conv k x k ('same') -> [batch norm] -> max-pool -> ReLU`` (``pool=1``: no pooling):
+    the ReLU after the pool gives the same values and gradients (both are monotone) on a
+    quarter of the elements (the sequence CNN's CPU step 151 -> 138 ms, docs/performance.md)."""
     layers: list[nn.Module] = [SmallInputConv2d(in_channels, out_channels, kernel_size,
                                                 padding=kernel_size // 2, bias=not norm)]
     if norm:
         layers.append(nn.BatchNorm2d(out_channels))
-    return nn.Sequential(*layers, nn.MaxPool2d(2), nn.ReLU(inplace=True))
+    if pool > 1:
+        layers.append(nn.MaxPool2d(pool))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
 class SequenceHeads(nn.Module):
-    """``features -> FC hidden -> ReLU -> (length logits, per-position digit logits)``."""
+    """``features -> (FC hidden -> ReLU) per hidden width -> (length logits, per-position digit
+    logits)``."""
 
-    def __init__(self, in_features: int, hidden: int, max_length: int, num_classes: int,
-                 dropout: float = 0.0):
+    def __init__(self, in_features: int, hidden: int | Sequence[int], max_length: int,
+                 num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.max_length, self.num_classes = int(max_length), int(num_classes)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, int(hidden)),
-                                  nn.ReLU(inplace=True), nn.Dropout(float(dropout)))
-        self.out = nn.Linear(int(hidden), self.max_length + 1 + self.max_length * self.num_classes)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in ints(hidden):
+            layers += [nn.Linear(in_features, width), nn.ReLU(inplace=True),
+                       nn.Dropout(float(dropout))]
+            in_features = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(in_features, self.max_length + 1 + self.max_length * self.num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.out(self.body(x))
@@ -62,7 +69,8 @@ class SequenceHeads(nn.Module):
 
 class SequenceCNN(_Model):
     """The baseline: ``len(channels)`` conv blocks (conv 'same' -> batch norm -> max-pool 2 ->
-    ReLU; ``norm=False`` drops the batch norm), one FC hidden layer, then one softmax for
+    ReLU; ``norm=False`` drops the batch norm; ``pools`` sets each block's pool, 1 for none),
+    FC hidden layers of the ``hidden`` widths (one by default), then one softmax for
     the length and one per position (Goodfellow et al. 2014, scaled down for 64x64 on a CPU: 4
     conv layers instead of 8, one FC layer of 256 instead of two of 3,072).
     ``SequenceCNN(1, 64, 11)``: 670,621 parameters.
@@ -81,7 +89,7 @@ class SequenceCNN(_Model):
         max_length: int = 5,
         channels: int | Sequence[int] = (32, 64, 64, 128),
         kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
-        hidden: int = 256,
+        hidden: int | Sequence[int] = 256,
         dropout: float = 0.0,
         norm: bool = True,
         st_at: int | Sequence[int] = (),
@@ -90,14 +98,17 @@ class SequenceCNN(_Model):
         loc_kwargs: dict | None = None,
         loc_features: int = 1024,
         channels_last: bool = True,
+        pools: int | Sequence[int] = 2,
     ) -> None:
         super().__init__()
-        channels, kernel_sizes = ints(channels), ints(kernel_sizes)
+        channels, kernel_sizes, pools = ints(channels), ints(kernel_sizes), ints(pools)
         if len(kernel_sizes) == 1:
             kernel_sizes = kernel_sizes * len(channels)
-        if len(channels) != len(kernel_sizes):
-            raise ValueError(f"model.channels {channels} and model.kernel_sizes {kernel_sizes} "
-                             "must have the same length")
+        if len(pools) == 1:
+            pools = pools * len(channels)
+        if not len(channels) == len(kernel_sizes) == len(pools):
+            raise ValueError(f"model.channels {channels}, model.kernel_sizes {kernel_sizes} and "
+                             f"model.pools {pools} must have the same length (or one value)")
         if int(max_length) < 1 or int(num_classes) < 2:
             raise ValueError(f"max_length={max_length} must be >= 1 and num_classes="
                              f"{num_classes} >= 2 (10 digits + blank: 11)")
@@ -108,7 +119,7 @@ class SequenceCNN(_Model):
         h, w = size2(in_size)
         c = int(in_channels)
         layers: list[nn.Module] = []
-        for i, (co, k) in enumerate(zip(channels, kernel_sizes, strict=True)):
+        for i, (co, k, pool) in enumerate(zip(channels, kernel_sizes, pools, strict=True)):
             if i in positions:
                 lkw = dict(loc_kwargs or {})
                 downsample = (loc_downsample_for(c, (h, w), loc_features) if loc == "fc"
@@ -116,8 +127,8 @@ class SequenceCNN(_Model):
                 layers.append(SpatialTransformer(
                     in_channels=c, in_size=(h, w), transform=transform, loc=loc,
                     loc_downsample=downsample, loc_kwargs=lkw))
-            layers.append(conv_block(c, co, k, norm))
-            c, h, w = co, h // 2, w // 2
+            layers.append(conv_block(c, co, k, norm, pool))
+            c, h, w = co, h // pool, w // pool
         if h < 1 or w < 1:
             raise ValueError(f"input {size2(in_size)} too small for {len(channels)} pools")
         self.features = nn.Sequential(*layers)
@@ -143,16 +154,17 @@ class SequenceSTCNNSingle(SequenceCNN):
         max_length: int = 5,
         channels: int | Sequence[int] = (32, 64, 64, 128),
         kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
-        hidden: int = 232,
+        hidden: int | Sequence[int] = 232,
         dropout: float = 0.0,
         norm: bool = True,
         transform: str = "affine",
         loc_kwargs: dict | None = None,
         channels_last: bool = True,
+        pools: int | Sequence[int] = 2,
     ) -> None:
         super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
                          hidden, dropout, norm, st_at=(0,), transform=transform, loc="conv",
-                         loc_kwargs=loc_kwargs, channels_last=channels_last)
+                         loc_kwargs=loc_kwargs, channels_last=channels_last, pools=pools)
 
 
 class SequenceSTCNNMulti(SequenceCNN):
@@ -170,7 +182,7 @@ class SequenceSTCNNMulti(SequenceCNN):
         max_length: int = 5,
         channels: int | Sequence[int] = (32, 64, 64, 128),
         kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
-        hidden: int = 200,
+        hidden: int | Sequence[int] = 200,
         dropout: float = 0.0,
         norm: bool = True,
         st_at: int | Sequence[int] = (0, 1, 2, 3),
@@ -178,11 +190,12 @@ class SequenceSTCNNMulti(SequenceCNN):
         loc_kwargs: dict | None = None,
         loc_features: int = 1024,
         channels_last: bool = True,
+        pools: int | Sequence[int] = 2,
     ) -> None:
         super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
                          hidden, dropout, norm, st_at=st_at, transform=transform, loc="fc",
                          loc_kwargs=loc_kwargs, loc_features=loc_features,
-                         channels_last=channels_last)
+                         channels_last=channels_last, pools=pools)
 
 
 __all__ = ["SequenceCNN", "SequenceHeads", "SequenceSTCNNMulti", "SequenceSTCNNSingle"]

@@ -1,7 +1,9 @@
 """numba kernels of the rows sampler (``stnlab.spatial.rows_sampling``), imported only where
-numba is installed: bilinear sampling with zero padding of a ``(B*H*W, C)`` row matrix, one
-pass forward and one pass backward. Serial and GIL-free: they run in the calling thread, and
-numba caches their machine code on disk after the first compile."""
+numba is installed: bilinear sampling with zero padding of a ``(B*H*W, C)`` row matrix at a
+normalised grid ``(B, H', W', 2)``, one pass forward and one pass backward. Serial and GIL-free:
+they run in the calling thread, and numba caches their machine code on disk after the first
+compile. ``scale`` and ``offset`` turn a normalised coordinate ``g`` along an axis of ``n``
+pixels into the pixel coordinate ``g * scale[axis] + offset[axis]``."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ _jit = numba.njit(nogil=True, cache=True, fastmath={"contract", "reassoc", "nsz"
 
 @numba.njit(inline="always", cache=True)
 def _corners(x, y, h, w, base, one):
-    """The four neighbours' rows (clamped into the map) and their bilinear weights (0 for
-    a neighbour outside: zero padding), with ``fx, fy`` and the in-map masks."""
+    """The four neighbours' rows (clamped into the map), ``fx, fy`` and the neighbours' in-map
+    masks (a neighbour outside reads 0: zero padding)."""
     x0, y0 = math.floor(x), math.floor(y)
     fx, fy = x - x0, y - y0
     ix, iy = int(x0), int(y0)
@@ -32,61 +34,73 @@ def _corners(x, y, h, w, base, one):
 
 
 @_jit
-def forward(u, h, w, px, py, out, one):
-    """``out[q] = sum_k w_k(q) u[row_k(q)]``; ``u`` ``(B*H*W, C)``, ``px, py`` ``(B*Q,)``."""
+def forward(u, h, w, grid, scale, offset, out):
+    """``out[q] = sum_k w_k(q) u[row_k(q)]``; ``out`` ``(B*H'*W', C)``."""
     c_n = u.shape[1]
-    b_n = u.shape[0] // (h * w)
-    q_n = px.shape[0] // b_n
+    b_n, h_out, w_out = grid.shape[0], grid.shape[1], grid.shape[2]
+    one = out.dtype.type(1)
     for b in range(b_n):
-        for q in range(b * q_n, (b + 1) * q_n):
-            x, y = px[q], py[q]
-            if not (math.isfinite(x) and math.isfinite(y)):
-                out[q, :] = np.nan  # as in grid_sample
-                continue
-            fx, fy, i00, i01, i10, i11, m00, m01, m10, m11 = _corners(
-                x, y, h, w, b * h * w, one)
-            w00 = (one - fy) * (one - fx) * m00
-            w01 = (one - fy) * fx * m01
-            w10 = fy * (one - fx) * m10
-            w11 = fy * fx * m11
-            for c in range(c_n):
-                out[q, c] = (w00 * u[i00, c] + w01 * u[i01, c] + w10 * u[i10, c]
-                             + w11 * u[i11, c])
-
-@_jit
-def backward(u, h, w, px, py, g, gu, gx, gy, need_u, need_xy, one):
-    """Scatter ``w_k g[q]`` into ``gu`` (zeroed by the caller); ``gx, gy``: the weights'
-    derivatives times ``<g[q], u[row_k]>``."""
-    c_n = u.shape[1]
-    b_n = u.shape[0] // (h * w)
-    q_n = px.shape[0] // b_n
-    for b in range(b_n):
-        for q in range(b * q_n, (b + 1) * q_n):
-            x, y = px[q], py[q]
-            if not (math.isfinite(x) and math.isfinite(y)):
-                gx[q], gy[q] = np.nan, np.nan
-                continue
-            fx, fy, i00, i01, i10, i11, m00, m01, m10, m11 = _corners(
-                x, y, h, w, b * h * w, one)
-            if need_xy:
-                d00 = d01 = d10 = d11 = one - one
-                for c in range(c_n):
-                    gc = g[q, c]
-                    d00 += gc * u[i00, c]
-                    d01 += gc * u[i01, c]
-                    d10 += gc * u[i10, c]
-                    d11 += gc * u[i11, c]
-                d00, d01, d10, d11 = d00 * m00, d01 * m01, d10 * m10, d11 * m11
-                gx[q] = (one - fy) * (d01 - d00) + fy * (d11 - d10)
-                gy[q] = (one - fx) * (d10 - d00) + fx * (d11 - d01)
-            if need_u:
+        for i in range(h_out):
+            for j in range(w_out):
+                q = (b * h_out + i) * w_out + j
+                x = grid[b, i, j, 0] * scale[0] + offset[0]
+                y = grid[b, i, j, 1] * scale[1] + offset[1]
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    out[q, :] = np.nan  # as in grid_sample
+                    continue
+                fx, fy, i00, i01, i10, i11, m00, m01, m10, m11 = _corners(
+                    x, y, h, w, b * h * w, one)
                 w00 = (one - fy) * (one - fx) * m00
                 w01 = (one - fy) * fx * m01
                 w10 = fy * (one - fx) * m10
                 w11 = fy * fx * m11
                 for c in range(c_n):
-                    gc = g[q, c]
-                    gu[i00, c] += w00 * gc
-                    gu[i01, c] += w01 * gc
-                    gu[i10, c] += w10 * gc
-                    gu[i11, c] += w11 * gc
+                    out[q, c] = (w00 * u[i00, c] + w01 * u[i01, c] + w10 * u[i10, c]
+                                 + w11 * u[i11, c])
+
+
+@_jit
+def backward(u, h, w, grid, scale, offset, g, gu, ggrid, need_u, need_grid):
+    """Scatter ``w_k(q) g[q]`` into ``gu`` (zeroed by the caller); ``ggrid``: the weights'
+    derivatives times ``<g[q], u[row_k(q)]>``, in normalised units."""
+    c_n = u.shape[1]
+    b_n, h_out, w_out = grid.shape[0], grid.shape[1], grid.shape[2]
+    one = g.dtype.type(1)
+    for b in range(b_n):
+        for i in range(h_out):
+            for j in range(w_out):
+                q = (b * h_out + i) * w_out + j
+                x = grid[b, i, j, 0] * scale[0] + offset[0]
+                y = grid[b, i, j, 1] * scale[1] + offset[1]
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    if need_grid:
+                        ggrid[b, i, j, 0] = ggrid[b, i, j, 1] = np.nan
+                    continue
+                fx, fy, i00, i01, i10, i11, m00, m01, m10, m11 = _corners(
+                    x, y, h, w, b * h * w, one)
+                if need_grid:
+                    d00 = d01 = d10 = d11 = one - one
+                    for c in range(c_n):
+                        gc = g[q, c]
+                        d00 += gc * u[i00, c]
+                        d01 += gc * u[i01, c]
+                        d10 += gc * u[i10, c]
+                        d11 += gc * u[i11, c]
+                    d00, d01, d10, d11 = d00 * m00, d01 * m01, d10 * m10, d11 * m11
+                    ggrid[b, i, j, 0] = ((one - fy) * (d01 - d00) + fy * (d11 - d10)) * scale[0]
+                    ggrid[b, i, j, 1] = ((one - fx) * (d10 - d00) + fx * (d11 - d01)) * scale[1]
+                if need_u:
+                    w00 = (one - fy) * (one - fx) * m00
+                    w01 = (one - fy) * fx * m01
+                    w10 = fy * (one - fx) * m10
+                    w11 = fy * fx * m11
+                    # one loop a neighbour: two neighbours may share a row (clamped at an
+                    # edge), which would keep a joint loop from vectorising
+                    for c in range(c_n):
+                        gu[i00, c] += w00 * g[q, c]
+                    for c in range(c_n):
+                        gu[i01, c] += w01 * g[q, c]
+                    for c in range(c_n):
+                        gu[i10, c] += w10 * g[q, c]
+                    for c in range(c_n):
+                        gu[i11, c] += w11 * g[q, c]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,42 +66,55 @@ def _rows(t: torch.Tensor):
     return t.detach().permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
 
 
+def _pixel_affine(h: int, w: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``scale, offset`` (x, y) of ``_pixel`` as one multiply-add: ``pixel = g * scale +
+    offset``."""
+    if ALIGN_CORNERS:
+        scale = offset = [(w - 1) / 2, (h - 1) / 2]
+    else:
+        scale, offset = [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
+    dt = torch.empty(0, dtype=dtype).numpy().dtype
+    return np.array(scale, dtype=dt), np.array(offset, dtype=dt)
+
+
 class _NumbaRows(torch.autograd.Function):
+    """The numba kernels under autograd: the map's gradient comes back channels-last, the
+    grid's in the grid's own layout."""
+
     @staticmethod
-    def forward(ctx, u, x, y):
+    def forward(ctx, u, grid):
         b, c, h, w = u.shape
         forward, _ = _kernels()
-        x, y = x.contiguous(), y.contiguous()
-        out = torch.empty(b, c, *x.shape[1:], dtype=u.dtype, memory_format=torch.channels_last)
-        rows = _rows(u)
-        forward(rows, h, w, x.detach().view(-1).numpy(), y.detach().view(-1).numpy(),
-                _rows(out), rows.dtype.type(1))
-        ctx.save_for_backward(u, x, y)
+        out = torch.empty(b, c, *grid.shape[1:3], dtype=u.dtype,
+                          memory_format=torch.channels_last)
+        forward(_rows(u), h, w, grid.detach().numpy(), *_pixel_affine(h, w, u.dtype), _rows(out))
+        ctx.save_for_backward(u, grid)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        u, x, y = ctx.saved_tensors
-        need_u, need_x, need_y = ctx.needs_input_grad
+        u, grid = (t.detach() for t in ctx.saved_tensors)
+        need_u, need_grid = ctx.needs_input_grad
         _, backward = _kernels()
-        g = grad.contiguous(memory_format=torch.channels_last)
+        h, w = u.shape[2:]
         rows = _rows(u)
         gu = torch.zeros_like(u, memory_format=torch.channels_last) if need_u else None
-        gx, gy = torch.empty_like(x), torch.empty_like(y)
-        backward(rows, u.shape[2], u.shape[3], x.view(-1).numpy(), y.view(-1).numpy(),
-                 _rows(g), _rows(gu) if need_u else rows[:0], gx.view(-1).numpy(),
-                 gy.view(-1).numpy(), need_u, need_x or need_y, rows.dtype.type(1))
-        return gu, (gx if need_x else None), (gy if need_y else None)
+        ggrid = torch.empty_like(grid) if need_grid else grid[:0]
+        backward(rows, h, w, grid.numpy(), *_pixel_affine(h, w, u.dtype),
+                 _rows(grad.contiguous(memory_format=torch.channels_last)),
+                 _rows(gu) if need_u else rows[:0], ggrid.numpy(), need_u, need_grid)
+        return gu, (ggrid if need_grid else None)
 
 
 def bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Sample a channels-last CPU map ``u`` ``(B, C, H, W)`` at normalised ``grid``
-    ``(B, H', W', 2)`` (bilinear, zero padding) -> a channels-last ``(B, C, H', W')``."""
-    x, y = _pixel(grid[..., 0], u.shape[3]), _pixel(grid[..., 1], u.shape[2])
-    if (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and x.numel() > 0
+    ``(B, H', W', 2)`` of ``u``'s dtype (bilinear, zero padding) -> a channels-last
+    ``(B, C, H', W')``."""
+    if (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and grid.numel() > 0
             and not torch.compiler.is_compiling() and _kernels() is not None):
-        return _NumbaRows.apply(u, x, y)
+        return _NumbaRows.apply(u, grid)
+    x, y = _pixel(grid[..., 0], u.shape[3]), _pixel(grid[..., 1], u.shape[2])
     return _embedding_bag_rows(u, x, y)
 
 
