@@ -13,6 +13,9 @@ schedule and label-smoothed loss in a plain loop, with a validation pass per epo
 test pass at the end, computed as plain sums. Rounds alternate the two so that drift in the
 machine's speed hits both; the ratio is that of the median wall times (min beside it).
 
+The warm-up runs ``train`` first in every process, which keeps freed memory for the process
+(``keep_freed_memory=true``, ``stnlab.run.allocator``): both loops then run under that policy.
+
 Images/second counts training images only (steps x batch size) over the whole wall time of
 a run (fit, validation, test), so the ratio is the whole run's. Beside the wall times: the
 process's CPU time (``time.process_time``, all its threads), which time stolen by other

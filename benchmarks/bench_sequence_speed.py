@@ -5,6 +5,7 @@ paper: ST-CNN Multi "only 6% slower" on SVHN 64x64, on a GPU).
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --threads 2 --batch 128
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --profile   # where Multi's time goes
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --arch paper --rounds 4 --steps 1
+    PYTHONPATH=src python benchmarks/bench_sequence_speed.py --malloc default   # glibc's policy
 
 A step is forward, the sequence loss, backward and an Adam update on a 64x64 batch. Rounds
 alternate the models so that drift in machine speed hits all of them; the time per step is the
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from stnlab.models import SequenceCNN, SequenceSTCNNMulti, SequenceSTCNNSingle
+from stnlab.run.allocator import keep_freed_memory
 
 MODELS = {"CNN": SequenceCNN, "ST-CNN Single": SequenceSTCNNSingle,
           "ST-CNN Multi": SequenceSTCNNMulti}
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=3, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep freed blocks as stnlab-train does (keep_freed_memory=true), or "
+                         "glibc's default policy")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="study",
                     help="the study's model sizes or the paper's SVHN CNN's")
     ap.add_argument("--json", default=None, help="also write the results to this file")
@@ -116,8 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also profile the CNN and Multi: the ops that differ most")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    kept = args.malloc == "keep" and keep_freed_memory()
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, 64x64, "
-          f"{args.arch} sizes, {args.rounds} rounds of {args.steps} steps")
+          f"{args.arch} sizes, {args.rounds} rounds of {args.steps} steps, freed memory "
+          f"{'kept' if kept else 'returned (malloc default)'}")
     res = bench(args.batch, args.steps, args.rounds, args.warmup, args.arch)
     print(f"{'model':<14} {'params':>10} {'step ms':>8} {'median':>8} {'ratio':>6} {'(median)':>8}"
           f" {'(paired)':>8}")

@@ -60,6 +60,9 @@ def _conv_plan(
     return channels, kernel_sizes
 
 
+_CHUNK_BYTES = 4 << 20
+
+
 def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
     """Gradient of a stride-1 convolution (2-D or 3-D) wrt its input, for few input channels.
 
@@ -76,11 +79,17 @@ def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding)
     g = grad_out.contiguous(memory_format=layout)
     wf = weight.flip(list(range(2, 2 + nd)))  # a list: dynamo misreads flip(*range(...))
     pad = [k - 1 - p for k, p in zip(kernel, padding, strict=True)]
-    outs = []
+    in_size = [o + k - 1 - 2 * p for o, k, p in zip(g.shape[2:], kernel, padding, strict=True)]
+    grad_x = g.new_empty(g.shape[0], ic, *in_size)
+    # a few images at a time: the depthwise output (oc channels) stays in cache for its sum
+    step = max(1, _CHUNK_BYTES // max(1, g[0].numel() * g.element_size()))
     for i in range(ic):
-        y = conv(g, wf[:, i : i + 1].contiguous(), padding=pad, groups=oc)
-        outs.append(y.sum(1, keepdim=True))  # channels-last: a sum over the innermost axis
-    return outs[0] if ic == 1 else torch.cat(outs, 1)
+        w_i = wf[:, i : i + 1].contiguous()
+        for start in range(0, g.shape[0], step):
+            y = conv(g[start : start + step], w_i, padding=pad, groups=oc)
+            # channels-last: a sum over the innermost axis
+            torch.sum(y, 1, keepdim=True, out=grad_x[start : start + step, i : i + 1])
+    return grad_x
 
 
 class _SmallInputConvFn(torch.autograd.Function):

@@ -53,12 +53,12 @@ def _embedding_bag_rows(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> to
 
 @functools.cache
 def _kernels():
-    """The numba ``(forward, backward)`` kernels, or ``None`` without numba."""
+    """The numba kernels' module, or ``None`` without numba."""
     try:
         from . import rows_kernels
     except ImportError:  # numba missing: the embedding_bag path
         return None
-    return rows_kernels.forward, rows_kernels.backward
+    return rows_kernels
 
 
 def _rows(t: torch.Tensor):
@@ -84,26 +84,32 @@ class _NumbaRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, grid):
         b, c, h, w = u.shape
-        forward, _ = _kernels()
+        kernels = _kernels()
+        n = grid.shape[0] * grid.shape[1] * grid.shape[2]
+        index = torch.empty(n, 4, dtype=torch.int32)
+        weight, mask = torch.empty(n, 4, dtype=u.dtype), torch.empty(n, 4, dtype=u.dtype)
+        frac = torch.empty(n, 2, dtype=u.dtype)
+        scale, offset = _pixel_affine(h, w, u.dtype)
+        kernels.neighbours(grid.detach().numpy(), h, w, scale, offset, index.numpy(),
+                           weight.numpy(), frac.numpy(), mask.numpy())
         out = torch.empty(b, c, *grid.shape[1:3], dtype=u.dtype,
                           memory_format=torch.channels_last)
-        forward(_rows(u), h, w, grid.detach().numpy(), *_pixel_affine(h, w, u.dtype), _rows(out))
-        ctx.save_for_backward(u, grid)
+        kernels.forward(_rows(u), index.numpy(), weight.numpy(), _rows(out))
+        ctx.save_for_backward(u, grid, index, weight, frac, mask)
+        ctx.scale = scale
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        u, grid = (t.detach() for t in ctx.saved_tensors)
+        u, grid, index, weight, frac, mask = (t.detach() for t in ctx.saved_tensors)
         need_u, need_grid = ctx.needs_input_grad
-        _, backward = _kernels()
-        h, w = u.shape[2:]
         rows = _rows(u)
         gu = torch.zeros_like(u, memory_format=torch.channels_last) if need_u else None
         ggrid = torch.empty_like(grid) if need_grid else grid[:0]
-        backward(rows, h, w, grid.numpy(), *_pixel_affine(h, w, u.dtype),
-                 _rows(grad.contiguous(memory_format=torch.channels_last)),
-                 _rows(gu) if need_u else rows[:0], ggrid.numpy(), need_u, need_grid)
+        _kernels().backward(rows, index.numpy(), weight.numpy(), frac.numpy(), mask.numpy(),
+                            ctx.scale, _rows(grad.contiguous(memory_format=torch.channels_last)),
+                            _rows(gu) if need_u else rows[:0], ggrid.numpy(), need_u, need_grid)
         return gu, (ggrid if need_grid else None)
 
 
