@@ -419,14 +419,16 @@ def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_valu
 def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
     """The numba kernels (float32/64, eager) and the ``embedding_bag`` fallback (half precision,
     ``torch.compile``, no numba) each give ``grid_sample``'s output, map gradient and grid
-    gradient, with neighbours outside the map, a grid of another size and an NCHW gradient
-    coming in; a NaN coordinate gives NaN in that pixel only."""
+    gradient, with neighbours outside the map, a planar grid of another size (as the linear
+    families make it) and an NCHW gradient coming in; a NaN coordinate gives NaN in that pixel
+    only."""
     from stnlab.spatial import rows_sampling
 
     assert rows_sampling._kernels() is not None  # numba is a dependency: the fast path runs
     torch.manual_seed(1)
     x = torch.randn(2, 5, 9, 7, dtype=dtype)
-    grid = torch.rand(2, 6, 8, 2, dtype=dtype) * 2.6 - 1.3
+    # planar, as the linear families make it: a (B, 2, H', W') tensor seen as (B, H', W', 2)
+    grid = (torch.rand(2, 2, 6, 8, dtype=dtype) * 2.6 - 1.3).permute(0, 2, 3, 1)
     g_out = torch.randn(2, 5, 6, 8, dtype=dtype)  # NCHW: the kernel takes any layout
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     results = {}
@@ -448,6 +450,7 @@ def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
         for got, want in zip(results[name], results["grid_sample"], strict=True):
             torch.testing.assert_close(got, want, **tol)
     assert results["numba"][1].is_contiguous(memory_format=torch.channels_last)
+    assert results["numba"][2].stride() == grid.stride()  # the grid's gradient in its layout
     if dtype == torch.float64:
         u = x[:, :3, :5, :4].contiguous(memory_format=torch.channels_last).requires_grad_()
         coords = (grid[:, :3, :4] * 1.1).requires_grad_()
