@@ -78,7 +78,7 @@ addition: install  ## MNIST addition of docs/results.md: 8 models x 3 seeds (~53
 	$(BIN)/stnlab-report $(ADDITION) --out docs/results/addition
 
 MULTIDIGIT ?= outputs/multidigit_study
-multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 models x 3 seeds (~35 min, 2 cores)
+multidigit: install  ## multi-digit MNIST (SVHN twin) of docs/results.md: 3 models x 3 seeds (~27 min, 2 cores)
 	$(call halves,$(MULTIDIGIT),cnn_single,experiment=multidigit model=seq_cnn$(,)seq_st_cnn_single,multi,experiment=multidigit model=seq_st_cnn_multi,docs/results/multidigit)
 	$(BIN)/stnlab-report $(MULTIDIGIT) --metric test/seq_error --out docs/results/multidigit
 

@@ -6,7 +6,8 @@ models": ST-CNN Multi's 32-channel 32x32 map).
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sampler.py [--shape 64 32 32 32]
 
 Times forward alone and forward + backward (both gradients) of one affine warp, the median of
-``--repeats`` runs after a warm-up; rounds alternate the paths.
+``--repeats`` runs after a warm-up; rounds alternate the paths. Freed memory is kept, as
+``stnlab-train`` keeps it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.run.allocator import keep_freed_memory
 from stnlab.spatial import rows_sampling
 from stnlab.spatial.layout import nchw_keeping_grad_layout
 from stnlab.spatial.sampling import sample
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--shape", type=int, nargs=4, default=[64, 32, 32, 32], help="B C H W")
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
+    keep_freed_memory()  # as stnlab-train does
     torch.manual_seed(0)
     b, c, h, w = args.shape
     theta = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(b, 2, 3)

@@ -6,6 +6,7 @@ paper: ST-CNN Multi "only 6% slower" on SVHN 64x64, on a GPU).
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --profile   # where Multi's time goes
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --arch paper --rounds 4 --steps 1
     PYTHONPATH=src python benchmarks/bench_sequence_speed.py --malloc default   # glibc's policy
+    PYTHONPATH=src python benchmarks/bench_sequence_speed.py --ablate   # one transformer at a time
 
 A step is forward, the sequence loss, backward and an Adam update on a 64x64 batch. Rounds
 alternate the models so that drift in machine speed hits all of them; the time per step is the
@@ -51,22 +52,35 @@ def _step(model, opt, x, targets) -> None:
     opt.step()
 
 
-def bench(batch: int, steps: int, rounds: int, warmup: int,
-          arch: str = "study") -> dict[str, dict[str, float]]:
+def ablations(kw: dict) -> dict[str, torch.nn.Module]:
+    """Where Multi's time goes: the CNN with a gradient for its input (what any transformer on
+    the image makes the first conv layer compute) and Multi with one transformer at a time."""
+    models = {"CNN, input grad": SequenceCNN(1, 64, 11, **kw)}
+    for at in ((0,), (1,), (2,), (3,), (1, 2, 3)):
+        models[f"Multi ST at {','.join(map(str, at))}"] = SequenceSTCNNMulti(1, 64, 11, st_at=at,
+                                                                            **kw)
+    return models
+
+
+def bench(batch: int, steps: int, rounds: int, warmup: int, arch: str = "study",
+          ablate: bool = False) -> dict[str, dict[str, float]]:
     torch.manual_seed(0)
     x = torch.rand(batch, 1, 64, 64)
     targets = torch.cat([torch.randint(1, 6, (batch, 1)), torch.randint(0, 11, (batch, 5))], 1)
     models = {k: cls(1, 64, 11, **ARCHS[arch]) for k, cls in MODELS.items()}
+    if ablate:
+        models.update(ablations(ARCHS[arch]))
+    inputs = {k: x.clone().requires_grad_() if k == "CNN, input grad" else x for k in models}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
     for k, m in models.items():
         for _ in range(warmup):
-            _step(m, opts[k], x, targets)
+            _step(m, opts[k], inputs[k], targets)
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds):
         for k in (list(models) if r % 2 == 0 else list(reversed(models))):
             t0 = time.perf_counter()
             for _ in range(steps):
-                _step(models[k], opts[k], x, targets)
+                _step(models[k], opts[k], inputs[k], targets)
             times[k].append((time.perf_counter() - t0) / steps)
     base, base_med = min(times["CNN"]), statistics.median(times["CNN"])
     return {k: {"step_ms": 1e3 * min(v), "median_ms": 1e3 * statistics.median(v),
@@ -116,6 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "glibc's default policy")
     ap.add_argument("--arch", choices=sorted(ARCHS), default="study",
                     help="the study's model sizes or the paper's SVHN CNN's")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also time the CNN with an input gradient and Multi with one "
+                         "transformer at a time")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--profile", action="store_true",
                     help="also profile the CNN and Multi: the ops that differ most")
@@ -125,11 +142,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}, 64x64, "
           f"{args.arch} sizes, {args.rounds} rounds of {args.steps} steps, freed memory "
           f"{'kept' if kept else 'returned (malloc default)'}")
-    res = bench(args.batch, args.steps, args.rounds, args.warmup, args.arch)
-    print(f"{'model':<14} {'params':>10} {'step ms':>8} {'median':>8} {'ratio':>6} {'(median)':>8}"
+    res = bench(args.batch, args.steps, args.rounds, args.warmup, args.arch, args.ablate)
+    print(f"{'model':<17} {'params':>10} {'step ms':>8} {'median':>8} {'ratio':>6} {'(median)':>8}"
           f" {'(paired)':>8}")
     for k, r in res.items():
-        print(f"{k:<14} {r['params']:>10,} {r['step_ms']:>8.1f} {r['median_ms']:>8.1f} "
+        print(f"{k:<17} {r['params']:>10,} {r['step_ms']:>8.1f} {r['median_ms']:>8.1f} "
               f"{r['ratio']:>6.3f} {r['ratio_median']:>8.3f} {r['ratio_paired']:>8.3f}")
     if args.json:
         with open(args.json, "w") as f:

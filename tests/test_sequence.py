@@ -248,3 +248,19 @@ def test_sequence_models_take_per_layer_pools_and_several_fc_layers():
     assert length.shape == (2, 6) and digits.shape == (2, 5, 11)
     with pytest.raises(ValueError, match="channels.*kernel_sizes.*pools"):
         SequenceCNN(1, 32, 11, channels=(4, 6), pools=(2, 2, 2))
+
+
+def test_multi_takes_batch_norm_in_its_fc_localisation_nets():
+    """``loc_kwargs={norm: true}``: a batch norm after each hidden layer of every FC
+    localisation net (their ReLUs died on the 32-channel map in the 2026-12-04 run), still the
+    identity at the start."""
+    torch.manual_seed(0)
+    multi = SequenceSTCNNMulti(1, 64, 11, loc_kwargs={"norm": True}).eval()
+    for st in multi.spatial_transformers():
+        assert sum(isinstance(m, nn.BatchNorm1d) for m in st.loc.modules()) == 2
+    x = torch.rand(2, 1, 64, 64)
+    feats = x
+    for layer in multi.features:
+        before, feats = feats, layer(feats)
+        if layer in multi.spatial_transformers():
+            assert torch.allclose(feats, before, atol=1e-5)

@@ -140,7 +140,9 @@ class FCLocalisation(_Localisation):
     """Fully connected localisation net (ST-FCN): ``flatten -> FC hidden... -> head``.
 
     Defaults: two hidden layers of 32 units plus the regression layer (3 FC layers).
-    ``downsample`` > 1 average-pools the input first.
+    ``downsample`` > 1 average-pools the input first. ``norm=True`` adds batch norm after
+    every hidden layer, so no ReLU can go dead on a whole batch (ST-CNN Multi's transformers
+    on feature maps).
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class FCLocalisation(_Localisation):
         identity: torch.Tensor | Sequence[float] | None = None,
         hidden: int | Sequence[int] = (32, 32),
         downsample: int = 1,
+        norm: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -158,7 +161,10 @@ class FCLocalisation(_Localisation):
         layers.append(_Flatten())
         feat = int(in_channels) * math.prod(size)
         for units in _ints(hidden):
-            layers += [nn.Linear(feat, units), nn.ReLU(inplace=True)]
+            layers.append(nn.Linear(feat, units))
+            if norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(nn.ReLU(inplace=True))
             feat = units
         self._finish(layers, feat, num_params, identity)
 

@@ -79,36 +79,37 @@ def backward(u, index, weight, frac, mask, scale, g, gu, ggrid, need_u, need_gri
     c_n = u.shape[1]
     one = g.dtype.type(1)
     h_out, w_out = ggrid.shape[1], ggrid.shape[2]
-    for q in range(g.shape[0]):
-        if need_grid:
-            b, i, j = q // (h_out * w_out), (q // w_out) % h_out, q % w_out
-        if weight[q, 0] != weight[q, 0]:  # a non-finite coordinate
-            if need_grid:
-                ggrid[b, i, j, 0] = ggrid[b, i, j, 1] = np.nan
-            continue
-        i00, i01, i10, i11 = index[q, 0], index[q, 1], index[q, 2], index[q, 3]
-        if need_grid:
-            d00 = d01 = d10 = d11 = one - one
-            for c in range(c_n):
-                gc = g[q, c]
-                d00 += gc * u[i00, c]
-                d01 += gc * u[i01, c]
-                d10 += gc * u[i10, c]
-                d11 += gc * u[i11, c]
-            d00, d01 = d00 * mask[q, 0], d01 * mask[q, 1]
-            d10, d11 = d10 * mask[q, 2], d11 * mask[q, 3]
-            fx, fy = frac[q, 0], frac[q, 1]
-            ggrid[b, i, j, 0] = ((one - fy) * (d01 - d00) + fy * (d11 - d10)) * scale[0]
-            ggrid[b, i, j, 1] = ((one - fx) * (d10 - d00) + fx * (d11 - d01)) * scale[1]
-        if need_u:
-            # one loop a neighbour: two neighbours may share a row (clamped at an edge), which
-            # would keep a joint loop from vectorising
-            w00, w01, w10, w11 = weight[q, 0], weight[q, 1], weight[q, 2], weight[q, 3]
-            for c in range(c_n):
-                gu[i00, c] += w00 * g[q, c]
-            for c in range(c_n):
-                gu[i01, c] += w01 * g[q, c]
-            for c in range(c_n):
-                gu[i10, c] += w10 * g[q, c]
-            for c in range(c_n):
-                gu[i11, c] += w11 * g[q, c]
+    for b in range(g.shape[0] // (h_out * w_out)):
+        for i in range(h_out):
+            for j in range(w_out):
+                q = (b * h_out + i) * w_out + j
+                if weight[q, 0] != weight[q, 0]:  # a non-finite coordinate
+                    if need_grid:
+                        ggrid[b, i, j, 0] = ggrid[b, i, j, 1] = np.nan
+                    continue
+                i00, i01, i10, i11 = index[q, 0], index[q, 1], index[q, 2], index[q, 3]
+                if need_grid:
+                    d00 = d01 = d10 = d11 = one - one
+                    for c in range(c_n):
+                        gc = g[q, c]
+                        d00 += gc * u[i00, c]
+                        d01 += gc * u[i01, c]
+                        d10 += gc * u[i10, c]
+                        d11 += gc * u[i11, c]
+                    d00, d01 = d00 * mask[q, 0], d01 * mask[q, 1]
+                    d10, d11 = d10 * mask[q, 2], d11 * mask[q, 3]
+                    fx, fy = frac[q, 0], frac[q, 1]
+                    ggrid[b, i, j, 0] = ((one - fy) * (d01 - d00) + fy * (d11 - d10)) * scale[0]
+                    ggrid[b, i, j, 1] = ((one - fx) * (d10 - d00) + fx * (d11 - d01)) * scale[1]
+                if need_u:
+                    # one loop a neighbour: two neighbours may share a row (clamped at an edge),
+                    # which would keep a joint loop from vectorising
+                    w00, w01, w10, w11 = weight[q, 0], weight[q, 1], weight[q, 2], weight[q, 3]
+                    for c in range(c_n):
+                        gu[i00, c] += w00 * g[q, c]
+                    for c in range(c_n):
+                        gu[i01, c] += w01 * g[q, c]
+                    for c in range(c_n):
+                        gu[i10, c] += w10 * g[q, c]
+                    for c in range(c_n):
+                        gu[i11, c] += w11 * g[q, c]

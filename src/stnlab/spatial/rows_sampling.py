@@ -5,10 +5,10 @@ CPU ``grid_sample`` reads and writes NCHW; here the output and the map's gradien
 channels-last like the convolutions around them. Two kernels, both with ``grid_sample``'s values
 and gradients up to float rounding:
 
-- numba (float32 and float64, eager mode): one pass forward; one pass backward that scatters the
-  map's gradient and takes the coordinates' gradient from the same four rows. ST-CNN Multi's
-  sampler forward + backward on its 32-channel 32x32 map, 1 thread: 35 -> 8 ms
-  (docs/performance.md, "Sequence models").
+- numba (float32 and float64, eager mode; ``rows_kernels.py``): each pixel's neighbours found
+  once, a gather forward, a backward that scatters the map's gradient and takes the grid's
+  from the same rows. ST-CNN Multi's sampler forward + backward on its 32-channel 32x32 map,
+  1 thread: 28.6 -> 6.8 ms (``benchmarks/bench_sampler.py``; docs/performance.md).
 - ``F.embedding_bag`` over the rows, the bilinear weights as per-sample weights (autograd gives
   both gradients): every other case (half precision, ``torch.compile`` tracing, numba missing).
 """
