@@ -61,6 +61,12 @@ def _kernels():
     return rows_kernels
 
 
+def _compiling() -> bool:
+    """Inside ``torch.compile`` tracing (which cannot trace numba): torch >= 2.3 says so."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
 def _rows(t: torch.Tensor):
     """A channels-last ``(B, C, H, W)`` tensor as its ``(B*H*W, C)`` array (no copy)."""
     return t.detach().permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
@@ -118,7 +124,7 @@ def bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     ``(B, H', W', 2)`` of ``u``'s dtype (bilinear, zero padding) -> a channels-last
     ``(B, C, H', W')``."""
     if (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and grid.numel() > 0
-            and not torch.compiler.is_compiling() and _kernels() is not None):
+            and not _compiling() and _kernels() is not None):
         return _NumbaRows.apply(u, grid)
     x, y = _pixel(grid[..., 0], u.shape[3]), _pixel(grid[..., 1], u.shape[2])
     return _embedding_bag_rows(u, x, y)
