@@ -16,6 +16,7 @@ and gradients up to float rounding:
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -53,10 +54,16 @@ def _embedding_bag_rows(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> to
 
 @functools.cache
 def _kernels():
-    """The numba kernels' module, or ``None`` without numba."""
+    """The numba kernels' module, or ``None`` without numba (the ``embedding_bag`` path)."""
     try:
         from . import rows_kernels
-    except ImportError:  # numba missing: the embedding_bag path
+    except ImportError:  # numba is a dependency: only a hand-made environment lacks it
+        return None
+    except RuntimeError as err:  # e.g. numba finds no writable folder for its cache
+        warnings.warn(f"stnlab's numba sampler kernels are unavailable ({err}); sampling "
+                      "channels-last maps falls back to the slower embedding_bag path "
+                      "(set NUMBA_CACHE_DIR to a writable folder)", RuntimeWarning,
+                      stacklevel=2)
         return None
     return rows_kernels
 
