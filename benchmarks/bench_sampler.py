@@ -30,13 +30,9 @@ def grid_sample_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(nchw_keeping_grad_layout(u), grid, align_corners=False)
 
 
-def embedding_bag_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The rows sampler's fallback (and what it was before the numba kernels)."""
-    x = rows_sampling._pixel(grid[..., 0], u.shape[3])
-    return rows_sampling._embedding_bag_rows(u, x, rows_sampling._pixel(grid[..., 1], u.shape[2]))
-
-
-PATHS = {"grid_sample": grid_sample_path, "embedding_bag rows": embedding_bag_path,
+PATHS = {"grid_sample": grid_sample_path,
+         # the rows sampler's fallback (and what it was before the numba kernels)
+         "embedding_bag rows": rows_sampling._embedding_bag_rows,
          "numba rows (sample)": sample}
 
 

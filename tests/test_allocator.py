@@ -47,8 +47,9 @@ def test_large_tensors_come_from_the_heap_and_their_memory_is_reused():
     assert arenas[-1] == arenas[2]  # settled
 
 
-def test_training_applies_it_unless_switched_off(make_cfg):
-    """The config key is checked like every other: a non-boolean names the key."""
+def test_keep_freed_memory_is_a_checked_config_key(make_cfg):
+    """``keep_freed_memory=false`` switches it off for stnlab-train; a non-boolean is refused,
+    naming the key."""
     from stnlab.config.validate import check_config
     from stnlab.errors import StnlabError
 

@@ -440,8 +440,7 @@ def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
         elif name == "numba":
             out = rows_sampling._NumbaRows.apply(u, g)
         else:
-            px, py = rows_sampling._pixel(g[..., 0], 7), rows_sampling._pixel(g[..., 1], 9)
-            out = rows_sampling._embedding_bag_rows(u, px, py)
+            out = rows_sampling._embedding_bag_rows(u, g)
         if name != "grid_sample":
             assert out.is_contiguous(memory_format=torch.channels_last)
         out.backward(g_out)

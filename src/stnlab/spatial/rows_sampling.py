@@ -25,17 +25,20 @@ import torch.nn.functional as F
 from .transforms import ALIGN_CORNERS
 
 
-def _pixel(coord: torch.Tensor, size: int) -> torch.Tensor:
-    """Normalised grid coordinates -> pixel coordinates along an axis of ``size`` pixels."""
+def _pixel_affine(h: int, w: int) -> tuple[list[float], list[float]]:
+    """``scale, offset`` (x, y) that turn normalised grid coordinates into pixel coordinates
+    of an ``h x w`` map: ``pixel = g * scale + offset`` (the library's ``ALIGN_CORNERS``)."""
     if ALIGN_CORNERS:
-        return (coord + 1) * ((size - 1) / 2)
-    return ((coord + 1) * size - 1) / 2
+        return [(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2]
+    return [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
 
 
-def _embedding_bag_rows(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _embedding_bag_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """The fallback: one ``embedding_bag`` over the rows (its backward sorts the indices)."""
     b, c, h, w = u.shape
     rows = u.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view of a channels-last map
+    scale, offset = _pixel_affine(h, w)
+    x, y = (grid[..., k] * scale[k] + offset[k] for k in (0, 1))
     x0, y0 = x.detach().floor(), y.detach().floor()
     fx, fy = x - x0, y - y0
     x0, y0 = x0.long(), y0.long()
@@ -79,17 +82,6 @@ def _rows(t: torch.Tensor):
     return t.detach().permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
 
 
-def _pixel_affine(h: int, w: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``scale, offset`` (x, y) of ``_pixel`` as one multiply-add: ``pixel = g * scale +
-    offset``."""
-    if ALIGN_CORNERS:
-        scale = offset = [(w - 1) / 2, (h - 1) / 2]
-    else:
-        scale, offset = [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
-    dt = torch.empty(0, dtype=dtype).numpy().dtype
-    return np.array(scale, dtype=dt), np.array(offset, dtype=dt)
-
-
 class _NumbaRows(torch.autograd.Function):
     """The numba kernels under autograd: the map's gradient comes back channels-last, the
     grid's in the grid's own layout."""
@@ -102,7 +94,8 @@ class _NumbaRows(torch.autograd.Function):
         index = torch.empty(n, 4, dtype=torch.int32)
         weight, mask = torch.empty(n, 4, dtype=u.dtype), torch.empty(n, 4, dtype=u.dtype)
         frac = torch.empty(n, 2, dtype=u.dtype)
-        scale, offset = _pixel_affine(h, w, u.dtype)
+        dt = weight.numpy().dtype
+        scale, offset = (np.array(v, dtype=dt) for v in _pixel_affine(h, w))
         kernels.neighbours(grid.detach().numpy(), h, w, scale, offset, index.numpy(),
                            weight.numpy(), frac.numpy(), mask.numpy())
         out = torch.empty(b, c, *grid.shape[1:3], dtype=u.dtype,
@@ -133,8 +126,7 @@ def bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     if (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and grid.numel() > 0
             and not _compiling() and _kernels() is not None):
         return _NumbaRows.apply(u, grid)
-    x, y = _pixel(grid[..., 0], u.shape[3]), _pixel(grid[..., 1], u.shape[2])
-    return _embedding_bag_rows(u, x, y)
+    return _embedding_bag_rows(u, grid)
 
 
 __all__ = ["bilinear_rows"]
