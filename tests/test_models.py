@@ -169,10 +169,11 @@ def test_small_input_conv_gradient(in_channels):
         lambda a, w, b: _SmallInputConvFn.apply(a, w, b, (2, 1)), (x, conv.weight, conv.bias),
         fast_mode=True,
     )
-    # float32, the real sizes: same gradients as the native convolution
+    # float32, the real sizes, a batch that the input gradient sums in two chunks (4 MB of
+    # depthwise output each): same gradients as the native convolution
     conv = SmallInputConv2d(in_channels, 16, 9, padding=4)
-    x = torch.rand(3, in_channels, 42, 42, requires_grad=True)
-    g = torch.randn(3, 16, 42, 42)
+    x = torch.rand(40, in_channels, 42, 42, requires_grad=True)
+    g = torch.randn(40, 16, 42, 42)
     conv(x).backward(g)
     grads = [x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()]
     x.grad = None
@@ -180,6 +181,9 @@ def test_small_input_conv_gradient(in_channels):
     torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=4).backward(g)
     for mine, ref in zip(grads, [x.grad, conv.weight.grad, conv.bias.grad], strict=True):
         torch.testing.assert_close(mine, ref, atol=1e-3, rtol=1e-4)
+    empty = torch.rand(0, in_channels, 42, 42, requires_grad=True)
+    conv(empty).sum().backward()
+    assert empty.grad.shape == empty.shape
 
 
 def test_built_from_yaml_like_config():

@@ -82,7 +82,7 @@ def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding)
     in_size = [o + k - 1 - 2 * p for o, k, p in zip(g.shape[2:], kernel, padding, strict=True)]
     grad_x = g.new_empty(g.shape[0], ic, *in_size)
     # a few images at a time: the depthwise output (oc channels) stays in cache for its sum
-    step = max(1, _CHUNK_BYTES // max(1, g[0].numel() * g.element_size()))
+    step = max(1, _CHUNK_BYTES // max(1, math.prod(g.shape[1:]) * g.element_size()))
     for i in range(ic):
         w_i = wf[:, i : i + 1].contiguous()
         for start in range(0, g.shape[0], step):
