@@ -59,8 +59,8 @@ def test_slug_matches_github():
     )
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_relative_links_resolve(page: Path):
+def _broken(page: Path) -> list[str]:
+    """The page's relative links whose file or heading does not exist."""
     broken = []
     for target in _links(page):
         path, _, anchor = target.partition("#")
@@ -69,4 +69,25 @@ def test_relative_links_resolve(page: Path):
             broken.append(f"{target} (no such file)")
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(f"{target} (no heading #{anchor} in {dest.name})")
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(page: Path):
+    broken = _broken(page)
     assert not broken, f"{page.relative_to(ROOT)}: dead links: " + "; ".join(broken)
+
+
+def test_dead_link_is_caught(tmp_path):
+    page = tmp_path / "page.md"
+    (tmp_path / "there.md").write_text("# A heading\n")
+    page.write_text("[ok](there.md#a-heading) [gone](missing.png) [bad](there.md#nope)\n"
+                    "`[code](not-a-link.md)`\n")
+    assert _broken(page) == ["missing.png (no such file)",
+                             "there.md#nope (no heading #nope in there.md)"]
+
+
+if __name__ == "__main__":  # python tests/test_docs_links.py: the same check, without pytest
+    dead = [f"{p.relative_to(ROOT)}: {b}" for p in PAGES for b in _broken(p)]
+    print("\n".join(dead) or f"{len(PAGES)} pages, every relative link resolves")
+    raise SystemExit(1 if dead else 0)
