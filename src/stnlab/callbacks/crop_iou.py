@@ -10,6 +10,8 @@ epoch, and ``test/st_iou``, ``test/st_area`` after testing (so they reach ``resu
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 
@@ -74,7 +76,7 @@ class CropIoU(pl.Callback):
                if st.in_channels == probe.shape[1] and st.in_size == tuple(probe.shape[2:])]
         if not sts:
             return None
-        per_example = max(1, probe.element_size() * probe[0].numel())
+        per_example = max(1, probe.element_size() * math.prod(probe.shape[1:]))
         images, boxes = fixed_batch(split, max(1, self.max_bytes // per_example))
         return images, boxes, sts
 
