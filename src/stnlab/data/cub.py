@@ -37,7 +37,8 @@ class CUBData(ImageListData):
     """CUB-200-2011 under ``<data_dir>/<folder>`` (the extracted ``CUB_200_2011/``).
 
     ``boxes[split]``: ``(N, 4)`` float ``(x, y, w, h)`` of each image's bird in the original
-    image's pixels, where ``bounding_boxes.txt`` exists (evaluation only; never in a batch).
+    image's pixels, where ``bounding_boxes.txt`` exists (evaluation only; never in a batch;
+    ``fixed_batch`` gives them in the evaluation inputs' pixels).
 
     Args:
         data_dir, folder: where the data set lives.
