@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -96,23 +97,30 @@ def test_models_without_a_transformer_log_no_iou(make_cfg):
     assert "test/st_iou" not in results
 
 
-@pytest.mark.parametrize("limit_val_batches", [1.0, 2])
-def test_iou_from_the_evaluation_pass_is_the_whole_sets(make_cfg, limit_val_batches):
+@pytest.mark.parametrize(("limit_val_batches", "cap", "seen", "measured"), [
+    (1.0, None, 100, 100), (2, None, 60, 100), (1.0, 45, 45, 45), (1, 45, 30, 45)])
+def test_iou_from_the_evaluation_pass_is_the_measured_sets(make_cfg, limit_val_batches, cap,
+                                                          seen, measured):
     """The logged st/iou and st/area come from the validation batches' own warps (4 batches,
-    the last one short) or, when only 2 batches run, from a pass over the whole set: both equal
-    ``crop_iou`` of the trained transformer over the whole fixed set."""
+    the last one short) or, when fewer batches run than the measured examples, from a pass over
+    them: both equal ``crop_iou`` of the trained transformer over the measured examples, the
+    whole set or (``max_bytes`` for ``cap`` inputs) its first ``cap``."""
     cfg = make_cfg("train", ["data.val_size=100", "data.eval_batch_size=30"])
     data, module = build_data_and_module(cfg)
-    callback = CropIoU()
+    per_example = 4 * math.prod(data.dims)
+    callback = CropIoU() if cap is None else CropIoU(max_bytes=cap * per_example + 3)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=limit_val_batches,
                          num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[callback])
     trainer.fit(module, datamodule=data)
-    assert callback._seen == (100 if limit_val_batches == 1.0 else 60)
+    assert callback._seen == seen
     module.eval()
-    iou, area = crop_iou(spatial_transformers(module)[0], data.val_set.tensors[0],
-                         data.boxes["val"])
+    images, boxes = data.fixed_batch("val", measured)
+    iou, area = crop_iou(spatial_transformers(module)[0], images, boxes)
     assert 0 < iou < 1 and 0 < area
     assert float(trainer.callback_metrics["st/iou"]) == pytest.approx(iou, rel=1e-5)
     assert float(trainer.callback_metrics["st/area"]) == pytest.approx(area, rel=1e-5)
+    if measured < 100:  # not the whole set's figure
+        whole = crop_iou(spatial_transformers(module)[0], *data.fixed_batch("val"))
+        assert whole != pytest.approx((iou, area), rel=1e-5)

@@ -38,16 +38,13 @@ class STGallery(pl.Callback):
         self.every_n_epochs = every_n_epochs
         self.num_images = num_images
 
-    def _batch(self, trainer: pl.Trainer, device: torch.device) -> torch.Tensor | None:
-        data = trainer.datamodule
-        if data is None or getattr(data, "val_set", None) is None:
+    def _batch(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The first validation inputs and their boxes (``fixed_batch``); None without data."""
+        fixed_batch = getattr(trainer.datamodule, "fixed_batch", None)
+        if fixed_batch is None:
             return None
-        return data.val_set.tensors[0][: self.num_images].to(device)
-
-    def _boxes(self, trainer: pl.Trainer) -> torch.Tensor | None:
-        """The digits' boxes of the drawn images, where the data keeps them (evaluation only)."""
-        boxes = getattr(trainer.datamodule, "boxes", {}).get("val")
-        return None if boxes is None else boxes[: self.num_images]
+        images, boxes = fixed_batch("val", self.num_images)
+        return (images, boxes) if len(images) else None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -56,10 +53,11 @@ class STGallery(pl.Callback):
             return
         if epoch % self.every_n_epochs and not last:
             return
-        images = self._batch(trainer, pl_module.device)
-        if images is None:
+        batch = self._batch(trainer)
+        if batch is None:
             return
-        figure = self.render(pl_module, images, self._boxes(trainer))
+        images, boxes = batch
+        figure = self.render(pl_module, images.to(pl_module.device), boxes)
         if figure is None:
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from stnlab.data.colocalisation import ColocalisationMNIST
 from stnlab.data.cub import CUBData
 from stnlab.data.digits import DigitDataModule
 from stnlab.data.distorted import DistortedMNIST
+from stnlab.data.fixed_batch import FixedBatch
 from stnlab.data.image_folder import ImageFolderData
 from stnlab.data.mnist import DataSourceError, Digits, download, load_idx, load_sample, read_idx
 from stnlab.data.multidigit import MultiDigitMNIST
@@ -18,4 +19,4 @@ from stnlab.data.svhn_sequences import SVHNSequenceData
 __all__ = ["DataSourceError", "DigitDataModule", "Digits", "DistortedMNIST", "MultiDigitMNIST",
            "SVHNSequenceData", "SVHNSequences", "download", "load_idx", "load_sample", "load_svhn",
            "read_digit_struct", "read_idx"]
-__all__ += ["CUBData", "ColocalisationMNIST", "ImageFolderData"]
+__all__ += ["CUBData", "ColocalisationMNIST", "FixedBatch", "ImageFolderData"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from stnlab.data.image_folder import ImageListData, seeded_split
+from stnlab.data.image_folder import ImageListData, box_in_input, image_size, seeded_split
 from stnlab.data.mnist import DataSourceError
 
 CUB_URL = "https://www.vision.caltech.edu/datasets/cub_200_2011/"
@@ -37,7 +37,8 @@ class CUBData(ImageListData):
     """CUB-200-2011 under ``<data_dir>/<folder>`` (the extracted ``CUB_200_2011/``).
 
     ``boxes[split]``: ``(N, 4)`` float ``(x, y, w, h)`` of each image's bird in the original
-    image's pixels, where ``bounding_boxes.txt`` exists (evaluation only; never in a batch).
+    image's pixels, where ``bounding_boxes.txt`` exists (evaluation only; never in a batch;
+    ``fixed_batch`` gives them in the evaluation inputs' pixels).
 
     Args:
         data_dir, folder: where the data set lives.
@@ -74,6 +75,17 @@ class CUBData(ImageListData):
 
     def source(self) -> str:
         return f"cub:{self.root}"
+
+    def eval_boxes(self, split: str, n: int) -> torch.Tensor | None:
+        """``boxes[split]`` of the first ``n`` images, in the evaluation inputs' pixels
+        (``fixed_batch``): each image's header gives the size its box is scaled from."""
+        boxes = self.boxes.get(split)
+        if boxes is None:
+            return None
+        paths = getattr(self, f"{split}_set").paths[:n]
+        return torch.stack([box_in_input(b, image_size(p), self.resize, self.size)
+                            for b, p in zip(boxes[:n], paths, strict=True)]
+                           ) if paths else torch.zeros(0, 4)
 
     def listing(self):
         missing = [name for name in LISTS if not (self.root / name).is_file()]

@@ -28,6 +28,7 @@ import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
+from stnlab.data.fixed_batch import FixedBatch
 from stnlab.data.loading import (
     EpochCollate,
     EpochShuffle,
@@ -55,7 +56,7 @@ DISTORT_ON = ("device", "workers")
 """Where the training examples are made: see ``DigitDataModule``'s ``distort_on``."""
 
 
-class DigitDataModule(pl.LightningDataModule):
+class DigitDataModule(FixedBatch, pl.LightningDataModule):
     """The shared machinery: MNIST source, train/val/test split, cached fixed evaluation sets,
     loaders and the seeded on-device training stream. Subclasses say what an example is.
 

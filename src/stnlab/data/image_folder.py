@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from stnlab.data.fixed_batch import FixedBatch
 from stnlab.data.loading import EpochShuffle
 from stnlab.data.mnist import DataSourceError
 
@@ -38,17 +39,49 @@ def decode(path: Path, resize: int, channels: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB")
-            w, h = img.size
-            scale = resize / min(w, h)
-            nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+            nw, nh, left, top = resize_frame(*img.size, resize)
             img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-            left, top = (nw - resize) // 2, (nh - resize) // 2
             img = img.crop((left, top, left + resize, top + resize))
             arr = np.asarray(img, dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataSourceError(f"cannot read image {path} ({err}); delete or replace it") from err
     t = torch.from_numpy(arr)
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+
+
+def resize_frame(width: int, height: int, resize: int) -> tuple[int, int, int, int]:
+    """How ``decode`` maps a ``width`` x ``height`` image: its resized size ``(nw, nh)`` and
+    the top-left corner ``(left, top)`` of the square ``resize`` crop taken from it."""
+    scale = resize / min(width, height)
+    nw, nh = max(resize, round(width * scale)), max(resize, round(height * scale))
+    return nw, nh, (nw - resize) // 2, (nh - resize) // 2
+
+
+def box_in_input(box: torch.Tensor, image_size: tuple[int, int], resize: int,
+                 size: int) -> torch.Tensor:
+    """A box ``(x, y, w, h)`` in an original image's pixels -> ``(x0, y0, x1, y1)``, inclusive
+    pixels of the evaluation input (``decode`` to ``resize``, then the centre ``size`` crop),
+    clipped to it (a box wholly outside is empty: ``x1 < x0``)."""
+    width, height = image_size
+    nw, nh, left, top = resize_frame(width, height, resize)
+    o = (resize - size) // 2
+    x, y, w, h = (float(v) for v in box)
+    edges = torch.tensor([x * nw / width - left, y * nh / height - top,
+                          (x + w) * nw / width - left, (y + h) * nh / height - top],
+                         dtype=torch.float64) - o
+    edges = edges.clamp(0, size)
+    return (edges - torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)).float()
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataSourceError(f"cannot read image {path} ({err}); delete or replace it") from err
 
 
 class ImageFiles(Dataset):
@@ -116,7 +149,7 @@ def random_resized_boxes(n: int, size: int, scale: tuple[float, float],
                         torch.stack([x1, y1], 1), torch.stack([x0, y1], 1)], 1).float()
 
 
-class ImageListData(pl.LightningDataModule):
+class ImageListData(FixedBatch, pl.LightningDataModule):
     """Classification over image files; a subclass lists the files (``listing``).
 
     Batches are ``(images (B, C, size, size) float in [0, 1], labels int64)``.
@@ -362,5 +395,5 @@ class ImageFolderData(ImageListData):
         return classes, splits
 
 
-__all__ = ["EXTENSIONS", "ImageFiles", "ImageFolderData", "ImageListData", "decode",
-           "list_class_folders", "seeded_split"]
+__all__ = ["EXTENSIONS", "ImageFiles", "ImageFolderData", "ImageListData", "box_in_input",
+           "decode", "image_size", "list_class_folders", "resize_frame", "seeded_split"]

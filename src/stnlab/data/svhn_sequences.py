@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
+from stnlab.data.fixed_batch import FixedBatch
 from stnlab.data.loading import EpochShuffle, TensorBatches, atomic_save, keep_batched
 from stnlab.data.mnist import DataSourceError
 from stnlab.data.svhn import load_svhn
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 
 
-class SVHNSequenceData(pl.LightningDataModule):
+class SVHNSequenceData(FixedBatch, pl.LightningDataModule):
     """SVHN house numbers as sequences: ``(images (B, C, size, size) float in [0, 1], targets
     (B, 1 + max_length) int64)``, targets as ``MultiDigitMNIST``'s (length, digits, blank 10).
 

@@ -280,12 +280,11 @@ class LitColocalisation(TaskModule):
 
     def _iou_metrics(self, split: str) -> dict[str, float]:
         data = self.trainer.datamodule
-        boxes = getattr(data, "boxes", {}).get(split)
-        dataset = getattr(data, f"{split}_set", None)
-        if boxes is None or dataset is None:
+        images, boxes = data.fixed_batch(split)
+        if boxes is None:
             raise ValueError(f"{type(data).__name__} keeps no {split} boxes: co-localisation "
                              "is measured against data.boxes (data=colocalisation)")
-        ious = self.crop_ious(dataset.tensors[0], boxes)
+        ious = self.crop_ious(images, boxes)
         return {"share": float((ious > self.iou_threshold).float().mean()),
                 "mean": float(ious.mean())}
 
