@@ -36,9 +36,9 @@ class PreemptionCheckpoint(pl.Callback):
     requeue signal) or the launcher's signal ahead of the time limit, and preemption or
     ``scancel`` sends SIGTERM. The signal handler only records the signal. At the end of the
     training batch under way, the callback writes ``last.ckpt`` in ``ModelCheckpoint``'s folder
-    (the file ``ckpt_path=last`` resumes from; written to a temporary file and renamed), logs
-    where it is and raises ``Preempted`` (the loggers are flushed first, so the resumed run
-    continues their history without a gap): the process exits with status 128 + the signal's
+    (the file ``ckpt_path=last`` resumes from; written to a temporary file and renamed, after
+    the loggers are flushed, so the resumed run continues their history without a gap), logs
+    where it is and raises ``Preempted``: the process exits with status 128 + the signal's
     number, without testing and without writing ``results.json``. The training DataLoader of
     ``DigitDataModule`` is resumable, so a run resumed from this mid-epoch checkpoint trains on
     exactly the batches an uninterrupted run would have.
