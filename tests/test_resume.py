@@ -69,7 +69,7 @@ def test_resumed_tensorboard_logger_hides_the_steps_logged_again(tmp_path):
     for step in range(6):
         first.log_metrics({"train/loss": float(step)}, step=step)
     first.finalize("failed")
-    time.sleep(1.1)  # event files are named by the second they are opened in
+    time.sleep(1.1)  # event files sort by the second they are opened in: the new one last
     resumed = TensorBoardLogger(tmp_path, name="tb", version="", resume=True)
     for step in (3, 4):
         resumed.log_metrics({"train/loss": 10.0 + step}, step=step)
@@ -123,7 +123,7 @@ def test_resume_after_sigkill_continues_csv_tensorboard_and_wandb(tmp_path, data
         deadline = time.monotonic() + 300
         while not epoch_3_on_disk() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # os.kill(pid, SIGKILL), unless it already ended
         assert proc.wait(timeout=60) == -signal.SIGKILL, (tmp_path / "killed.log").read_text()
     assert not (run_dir / "results.json").exists(), "killed too late to test a resume"
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",

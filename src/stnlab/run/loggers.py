@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class _FlushOnCheckpoint:
-    """Loggers that buffer (Lightning's CSV writer until step 99, TensorBoard for 120 s) write
-    out after every ``ModelCheckpoint`` save: a run killed later has on disk every step that
-    the checkpoint it resumes from holds, and the resumed run never logs those steps again."""
+    """Loggers that buffer (Lightning's CSV writer writes every 100 steps, TensorBoard every 10
+    events or 120 s) write out after every ``ModelCheckpoint`` save: a run killed later has on
+    disk every step of the checkpoint it resumes from, which the resumed run does not log again."""
 
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         self.save()
