@@ -80,6 +80,15 @@ def test_resumed_tensorboard_logger_hides_the_steps_logged_again(tmp_path):
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
         (0, 0.0), (1, 1.0), (2, 2.0), (3, 13.0), (4, 14.0)]
 
+    time.sleep(1.1)
+    fresh = TensorBoardLogger(tmp_path, name="tb", version="")  # a new run in the same folder
+    fresh.log_hyperparams({"lr": 0.1})
+    fresh.log_metrics({"train/loss": 7.0}, step=1)
+    fresh.finalize("success")
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 7.0)]
+
 
 def test_wandb_run_id_is_kept_for_a_resume_and_new_for_a_fresh_run(tmp_path):
     run_id = wandb_run_id(tmp_path, resume=False)

@@ -105,9 +105,13 @@ class TensorBoardLogger(_FlushOnCheckpoint, pl_loggers.TensorBoardLogger):
     The resumed run writes a new event file beside the old ones. With ``resume=True``, the
     first step it logs, N, is written first as TensorBoard's restart marker (the ``SessionLog
     START`` event of ``SummaryWriter(purge_step=N)``): TensorBoard then drops every earlier
-    event at step N or later, which the killed attempt logged after the checkpoint."""
+    event at step N or later, which the killed attempt logged after the checkpoint. A fresh run
+    (``resume=False``) marks step 0: in a directory that holds another run's events (a requeued
+    ``ckpt_path=auto`` job killed before its first checkpoint) it starts over, as the CSV does."""
 
     def __init__(self, *args, resume: bool = False, **kwargs):
+        if not resume:
+            kwargs.setdefault("purge_step", 0)
         super().__init__(*args, **kwargs)
         self._purge_pending = resume
 
