@@ -160,6 +160,16 @@ def wandb_flush_settings() -> dict:
     return {key: 1.0} if key in getattr(wandb.Settings, "model_fields", {}) else {}
 
 
+def _continues_files(target: str) -> bool:
+    """Whether ``target`` is a logger class here that takes ``resume`` (a target that cannot be
+    imported fails when it is instantiated, with Hydra's message)."""
+    try:
+        cls = get_class(target)
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger))
+
+
 def build_loggers(node: DictConfig | None, group: str | None = None,
                   tags: list[str] | None = None, resume: bool = False) -> list:
     """Instantiate the name-keyed logger configs.
@@ -172,8 +182,7 @@ def build_loggers(node: DictConfig | None, group: str | None = None,
         return []
     for sub in node.values():
         target = str(sub.get("_target_", "")) if sub else ""
-        cls = get_class(target) if target else None
-        if isinstance(cls, type) and issubclass(cls, (CSVLogger, TensorBoardLogger)):
+        if _continues_files(target):
             with open_dict(sub):
                 sub.resume = resume
         if target.endswith("WandbLogger"):
