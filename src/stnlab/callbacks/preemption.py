@@ -36,7 +36,8 @@ class PreemptionCheckpoint(pl.Callback):
     requeue signal) or the launcher's signal ahead of the time limit, and preemption or
     ``scancel`` sends SIGTERM. The signal handler only records the signal. At the end of the
     training batch under way, the callback writes ``last.ckpt`` in ``ModelCheckpoint``'s folder
-    (the file ``ckpt_path=last`` resumes from; written to a temporary file and renamed), logs
+    (the file ``ckpt_path=last`` resumes from; written to a temporary file and renamed, after
+    the loggers are flushed, so the resumed run continues their history without a gap), logs
     where it is and raises ``Preempted``: the process exits with status 128 + the signal's
     number, without testing and without writing ``results.json``. The training DataLoader of
     ``DigitDataModule`` is resumable, so a run resumed from this mid-epoch checkpoint trains on
@@ -132,6 +133,8 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.checkpoint_callback is not None:
             # ModelCheckpoint overwrites this file after a resume instead of writing last-v1.ckpt
             trainer.checkpoint_callback.last_model_path = path
+        for logger in trainer.loggers:  # the logs on disk cover every step the checkpoint holds
+            logger.save()
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             log.warning("preempted by %s at global step %d; checkpoint written to %s; resume with "

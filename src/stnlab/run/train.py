@@ -177,7 +177,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolved = to_plain(cfg)
     callbacks = build_callbacks(cfg)
     callbacks.append(RunConfigInCheckpoint(resolved, data))
-    loggers = build_loggers(cfg.get("logger"), group=sweep_name(cfg), tags=run_tags(cfg))
+    # a resumed run continues its loggers' files and W&B run (stnlab.run.loggers)
+    loggers = build_loggers(cfg.get("logger"), group=sweep_name(cfg), tags=run_tags(cfg),
+                            resume=ckpt_path is not None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_run_config(loggers, resolved, {"data/source_used": data.describe()["source"],
                                        "model/num_params": num_params})
