@@ -13,13 +13,7 @@ import torch
 from torch import nn
 
 from .layout import nchw_keeping_grad_layout
-
-
-def _size2(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(s) for s in size)
-    return (h, w)
+from .transforms import _size2
 
 
 def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
