@@ -198,6 +198,30 @@ def test_schema_of_a_subclass_takes_its_base_class_arguments(make_cfg, data, own
         assert all(name in message for name in names), (override, message)
 
 
+@pytest.mark.parametrize("model, fixed, settable", [
+    ("seq_st_cnn_single", ["model.st_at=[1]", "model.loc=fc", "model.loc_features=64"], []),
+    ("seq_st_cnn_multi", ["model.loc=conv"], ["model.st_at=[0,2]", "model.loc_features=64"]),
+])
+def test_schema_leaves_out_what_a_subclass_fixes(make_cfg, model, fixed, settable):
+    """The sequence ST models pass ``**kwargs`` on to ``SequenceCNN`` and set some of its
+    arguments themselves (``fixed_arguments``): a config cannot set those, every other
+    ``SequenceCNN`` argument it can, typed."""
+    from hydra.errors import ConfigCompositionException
+
+    common = [f"model={model}", "data=multidigit", "model.dropout=0.25",
+              "model.channels=[4,8,8,16]"]
+    cfg = make_cfg("train", [*common, *settable])
+    data, module = build_data_and_module(cfg)
+    assert module.net.heads.body[3].p == 0.25
+    blocks = [m for m in module.net.features if isinstance(m, torch.nn.Sequential)]
+    assert [b[0].out_channels for b in blocks] == [4, 8, 8, 16]
+    for override in [*fixed, "model.dropout=lots"]:
+        with pytest.raises(ConfigCompositionException) as info:
+            make_cfg("train", [*common, override])
+        key = override.split("=")[0].split(".")[1]
+        assert key in str(info.value) + str(info.value.__cause__)
+
+
 def test_distortion_params_from_the_command_line(make_cfg):
     cfg = make_cfg("train", ["data.distortion=R", "+data.distortion_params.angle=[-30,30]"])
     assert instantiate(cfg.data).distortion.angle == (-30.0, 30.0)

@@ -6,6 +6,10 @@ _self_]``. Its schema is a dataclass built from the signature of the option's ``
 - every constructor argument can be overridden without ``+`` (``trainer.max_epochs=5``),
   with the default taken from the code, never copied into YAML;
 - a wrong type or an unknown key fails when the config is composed, naming the key.
+
+A subclass names only its own arguments and passes ``**kwargs`` on: its schema holds its base
+class's arguments too (``constructor_parameters``), less those it sets itself, which it lists in
+a ``fixed_arguments`` class attribute (``SequenceSTCNNSingle`` fixes ``st_at`` and ``loc``).
 """
 
 from __future__ import annotations
@@ -61,12 +65,14 @@ def _constructors(target: type) -> list[Any]:
 
 def constructor_parameters(target: type) -> dict[str, inspect.Parameter]:
     """Every named argument of ``target``'s constructor, its base classes' included where it
-    passes ``**kwargs`` on (``_constructors``); a subclass's own default wins. ``self`` and
-    ``*args``/``**kwargs`` are left out."""
+    passes ``**kwargs`` on (``_constructors``); a subclass's own default wins. ``self``,
+    ``*args``/``**kwargs`` and the class's ``fixed_arguments`` (base-class arguments that a
+    subclass sets itself, so a config cannot) are left out."""
+    fixed = set(getattr(target, "fixed_arguments", ()))
     found: dict[str, inspect.Parameter] = {}
     for init in _constructors(target):
         for name, param in list(inspect.signature(init).parameters.items())[1:]:
-            if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and name not in fixed:
                 found.setdefault(name, param)
     return found
 
