@@ -41,6 +41,18 @@ def test_one_class_canvases_and_boxes_for_evaluation_only(data):
     assert images.shape[1:] == (1, 84, 84) and (labels == 3).all()  # no box in the batch
 
 
+def test_training_canvases_made_in_the_loader_workers_are_the_same(data):
+    """``distort_on`` comes from ``DigitDataModule`` (through ``**kwargs``): ``workers`` makes
+    the same training canvases in the loader as ``device`` after the transfer."""
+    workers = ColocalisationMNIST(data_dir=str(data.data_dir), digit_class=3, num_clutter=16,
+                                  distort_on="workers")
+    workers.setup()
+    made = next(iter(workers.train_dataloader()))
+    expected = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    assert len(made) == 2 and made[0].shape[1:] == (1, 84, 84)
+    assert all(torch.equal(a, b) for a, b in zip(made, expected, strict=True))
+
+
 def test_bad_digit_class_and_box():
     with pytest.raises(ValueError, match="data.digit_class"):
         ColocalisationMNIST(digit_class=12)

@@ -1,5 +1,6 @@
 """Every option of every config group composes and instantiates."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,64 @@ def test_schema_rejects_bad_types_and_keys(make_cfg, override, names):
         make_cfg("train", [override])
     message = str(info.value) + str(info.value.__cause__)
     assert all(name in message for name in names)
+
+
+@pytest.mark.parametrize("data, own", [("mnist", "distortion"), ("multidigit", "max_length"),
+                                       ("colocalisation", "digit_class")])
+def test_schema_of_a_subclass_takes_its_base_class_arguments(make_cfg, data, own):
+    """The digit DataModules name only their own arguments and pass ``**kwargs`` on to
+    ``DigitDataModule``: the schema still holds, types and checks the base class's (``schema_for``
+    walks the MRO), ``None`` stays allowed where the base allows it, and a subclass's own
+    default wins (co-localisation's batch size 32)."""
+    from hydra.errors import ConfigCompositionException
+
+    from stnlab.config.schema import constructor_parameters, schema_for
+    from stnlab.config.validate import config_problems
+    from stnlab.data import DigitDataModule
+
+    cfg = make_cfg("train", [f"data={data}", "data.val_size=60", "data.test_size=null",
+                             "data.eval_seed=7"])
+    assert config_problems(cfg) == []
+    dm = instantiate(cfg.data)
+    assert (dm.val_size, dm.test_size, dm.eval_seed) == (60, None, 7)
+    base = set(constructor_parameters(DigitDataModule))
+    params = constructor_parameters(type(dm))
+    assert base < set(params) and own in params
+    schema = {f.name: f.default for f in dataclasses.fields(schema_for(cfg.data._target_))}
+    assert schema["batch_size"] == (32 if data == "colocalisation" else 128)
+    assert base <= set(schema)
+    for override, names in [("data.val_size=many", ["val_size", "many"]),
+                            ("data.cache=sometimes", ["cache", "sometimes"]),
+                            ("data.val_sise=5", ["val_sise"]),
+                            ("data.seed=null", ["seed"])]:
+        with pytest.raises(ConfigCompositionException) as info:
+            make_cfg("train", [f"data={data}", override])
+        message = str(info.value) + str(info.value.__cause__)
+        assert all(name in message for name in names), (override, message)
+
+
+@pytest.mark.parametrize("model, fixed, settable", [
+    ("seq_st_cnn_single", ["model.st_at=[1]", "model.loc=fc", "model.loc_features=64"], []),
+    ("seq_st_cnn_multi", ["model.loc=conv"], ["model.st_at=[0,2]", "model.loc_features=64"]),
+])
+def test_schema_leaves_out_what_a_subclass_fixes(make_cfg, model, fixed, settable):
+    """The sequence ST models pass ``**kwargs`` on to ``SequenceCNN`` and set some of its
+    arguments themselves (``fixed_arguments``): a config cannot set those, every other
+    ``SequenceCNN`` argument it can, typed."""
+    from hydra.errors import ConfigCompositionException
+
+    common = [f"model={model}", "data=multidigit", "model.dropout=0.25",
+              "model.channels=[4,8,8,16]"]
+    cfg = make_cfg("train", [*common, *settable])
+    data, module = build_data_and_module(cfg)
+    assert module.net.heads.body[3].p == 0.25
+    blocks = [m for m in module.net.features if isinstance(m, torch.nn.Sequential)]
+    assert [b[0].out_channels for b in blocks] == [4, 8, 8, 16]
+    for override in [*fixed, "model.dropout=lots"]:
+        with pytest.raises(ConfigCompositionException) as info:
+            make_cfg("train", [*common, override])
+        key = override.split("=")[0].split(".")[1]
+        assert key in str(info.value) + str(info.value.__cause__)
 
 
 def test_distortion_params_from_the_command_line(make_cfg):

@@ -24,6 +24,7 @@ from stnlab.spatial import (
     ConvLocalisation3D,
     FCLocalisation3D,
     SpatialTransformer,
+    make_localisation3d,
     make_transform,
     rotation_matrix,
     sample,
@@ -340,6 +341,12 @@ def test_localisation_nets():
     assert net(torch.rand(2, 3, 6, 6, 6)).shape == (2, 4)
     with pytest.raises(ValueError, match="too small"):
         ConvLocalisation3D(1, (4, 4, 4), 12, downsample=8)
+    # the 2-D nets' code with 3-D layers: their own defaults, every other argument the 2-D net's
+    fc = make_localisation3d("fc", 1, (32, 32, 32), 12, t.identity(), hidden=[16], norm=True)
+    assert isinstance(fc, FCLocalisation3D) and isinstance(fc.body[0], torch.nn.AvgPool3d)
+    assert fc.body[0].kernel_size == 4 and fc.body[2].in_features == 8**3
+    assert isinstance(fc.body[3], torch.nn.BatchNorm1d) and fc.head.in_features == 16
+    assert torch.equal(fc(torch.rand(2, 1, 32, 32, 32)), t.identity().expand(2, -1))
 
 
 # ----------------------------------------------------------------------------- models

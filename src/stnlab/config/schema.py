@@ -6,6 +6,10 @@ _self_]``. Its schema is a dataclass built from the signature of the option's ``
 - every constructor argument can be overridden without ``+`` (``trainer.max_epochs=5``),
   with the default taken from the code, never copied into YAML;
 - a wrong type or an unknown key fails when the config is composed, naming the key.
+
+A subclass names only its own arguments and passes ``**kwargs`` on: its schema holds its base
+class's arguments too (``constructor_parameters``), less those it sets itself, which it lists in
+a ``fixed_arguments`` class attribute (``SequenceSTCNNSingle`` fixes ``st_at`` and ``loc``).
 """
 
 from __future__ import annotations
@@ -40,11 +44,48 @@ def _config_type(annotation: Any) -> Any:
     return Any
 
 
+def _constructors(target: type) -> list[Any]:
+    """``target``'s ``__init__`` and, while one takes ``**kwargs``, the next one up the MRO:
+    the constructors whose arguments a config of ``target`` can set. A subclass that names only
+    its own arguments and passes ``**kwargs`` on takes its base class's arguments too."""
+    inits = []
+    for klass in target.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):  # a C constructor without a signature: nothing to set
+            break
+        inits.append(init)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return inits
+
+
+def constructor_parameters(target: type) -> dict[str, inspect.Parameter]:
+    """Every named argument of ``target``'s constructor, its base classes' included where it
+    passes ``**kwargs`` on (``_constructors``); a subclass's own default wins. ``self``,
+    ``*args``/``**kwargs`` and the class's ``fixed_arguments`` (base-class arguments that a
+    subclass sets itself, so a config cannot) are left out."""
+    fixed = set(getattr(target, "fixed_arguments", ()))
+    found: dict[str, inspect.Parameter] = {}
+    for init in _constructors(target):
+        for name, param in list(inspect.signature(init).parameters.items())[1:]:
+            if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and name not in fixed:
+                found.setdefault(name, param)
+    return found
+
+
 def _hints(target: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(target.__init__)
-    except Exception:  # unresolvable forward references: check those fields loosely
-        return {}
+    """The annotations of ``constructor_parameters`` (a subclass's own win)."""
+    hints: dict[str, Any] = {}
+    for init in reversed(_constructors(target)):
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # unresolvable forward references: check those fields loosely
+            continue
+    return hints
 
 
 def _field_default(value: Any) -> Any:
@@ -59,13 +100,15 @@ def schema_for(target: str, extra_keys: tuple[str, ...] = ()) -> type:
     """A dataclass with ``_target_`` and every constructor argument that has a plain default.
 
     Arguments without a default (the network, the data's shape) are filled in by the code at
-    instantiation; arguments whose default is an object cannot be set from a config.
+    instantiation; arguments whose default is an object cannot be set from a config. A
+    constructor that takes ``**kwargs`` brings in its base class's arguments
+    (``constructor_parameters``), so a subclass repeats none of them.
     """
     cls = get_class(target)
     hints = _hints(cls)
     fields: list[tuple] = [("_target_", str, target)]
-    for name, param in inspect.signature(cls).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is param.empty:
+    for name, param in constructor_parameters(cls).items():
+        if param.default is param.empty:
             continue
         default = param.default
         if default is not None and not isinstance(default, (*_PRIMITIVES, list, tuple, dict)):

@@ -20,7 +20,6 @@ its parameters: the recipe's own constructor checks them, which is cheap).
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import typing
@@ -371,11 +370,11 @@ def _nullable(target: str) -> frozenset[str]:
     """The constructor arguments of ``target`` that accept ``None``."""
     from hydra.utils import get_class
 
-    from stnlab.config.schema import _hints
+    from stnlab.config.schema import _hints, constructor_parameters
 
     try:
         cls = get_class(target)
-        params = inspect.signature(cls).parameters
+        params = constructor_parameters(cls)
     except Exception:  # not importable: instantiation reports it
         return frozenset()
     hints = _hints(cls)

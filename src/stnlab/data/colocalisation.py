@@ -44,27 +44,16 @@ class ColocalisationMNIST(DigitDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
-        source: str = "sample",
+        *,
         digit_class: int = 0,
         canvas: int = 84,
         num_clutter: int = 0,
         clutter_size: int = 6,
         box: str = "frame",
         batch_size: int = 32,
-        eval_batch_size: int = 500,
-        num_workers: int = 0,
-        val_size: int = 500,
-        test_size: int | None = None,
-        split_seed: int = 0,
-        eval_seed: int = 1234,
-        seed: int = 0,
-        cache: bool = True,
+        **kwargs,
     ):
-        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         val_size=val_size, test_size=test_size, split_seed=split_seed,
-                         eval_seed=eval_seed, seed=seed, cache=cache)
+        super().__init__(batch_size=batch_size, **kwargs)
         if isinstance(digit_class, bool) or not isinstance(digit_class, int) or not (
                 0 <= digit_class <= 9):
             raise ValueError(f"data.digit_class={digit_class!r} must be a digit 0-9")

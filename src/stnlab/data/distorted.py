@@ -25,26 +25,12 @@ class DistortedMNIST(DigitDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
-        source: str = "sample",
+        *,
         distortion: str = "RTS",
         distortion_params: dict | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int = 500,
-        num_workers: int = 0,
-        val_size: int = 500,
-        test_size: int | None = None,
-        split_seed: int = 0,
-        eval_seed: int = 1234,
-        seed: int = 0,
-        cache: bool = True,
-        distort_on: str = "device",
+        **kwargs,
     ):
-        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         val_size=val_size, test_size=test_size, split_seed=split_seed,
-                         eval_seed=eval_seed, seed=seed, cache=cache,
-                         distort_on=distort_on)
+        super().__init__(**kwargs)
         if distortion_params is not None and not isinstance(distortion_params, Mapping):
             raise ValueError(f"distortion_params={distortion_params!r} must be a mapping of "
                              "parameters, e.g. data.distortion_params={scale:[0.8,1.0]}")

@@ -4,14 +4,13 @@ examples."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from stnlab.io import atomic_save as atomic_save  # the DataModules' cache writes
 
 
 class TensorBatches(Dataset):
@@ -109,18 +108,6 @@ class EpochCollate:
 
     def __call__(self, batch):
         return list(self.fn(batch, int(self._epoch)))
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def draw_partners(anchors: torch.Tensor, pool_size: int, k: int,

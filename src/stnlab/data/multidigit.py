@@ -30,8 +30,7 @@ class MultiDigitMNIST(DigitDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
-        source: str = "sample",
+        *,
         min_length: int = 1,
         max_length: int = 5,
         canvas: int = 64,
@@ -39,22 +38,9 @@ class MultiDigitMNIST(DigitDataModule):
         gap: Sequence[float] = (0.0, 4.0),
         jitter: float = 3.0,
         blank: int = 10,
-        batch_size: int = 128,
-        eval_batch_size: int = 500,
-        num_workers: int = 0,
-        val_size: int = 500,
-        test_size: int | None = None,
-        split_seed: int = 0,
-        eval_seed: int = 1234,
-        seed: int = 0,
-        cache: bool = True,
-        distort_on: str = "device",
+        **kwargs,
     ):
-        super().__init__(data_dir=data_dir, source=source, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers,
-                         val_size=val_size, test_size=test_size, split_seed=split_seed,
-                         eval_seed=eval_seed, seed=seed, cache=cache,
-                         distort_on=distort_on)
+        super().__init__(**kwargs)
         for field, value in (("min_length", min_length), ("max_length", max_length),
                              ("blank", blank)):
             if isinstance(value, bool) or not isinstance(value, int):

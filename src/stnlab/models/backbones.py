@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stnlab.spatial import SpatialTransformer, spatial_transformers
+from stnlab.spatial.localisation import dense_layers
 
 
 def size2(size: int | Sequence[int]) -> tuple[int, int]:
@@ -243,15 +244,8 @@ class FCN(_Model):
     ) -> None:
         super().__init__()
         h, w = size2(in_size)
-        feat = int(in_channels) * h * w
-        layers: list[nn.Module] = [nn.Flatten()]
-        for units in ints(hidden):
-            layers.append(nn.Linear(feat, units))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(nn.ReLU(inplace=True))
-            feat = units
-        self.features = nn.Sequential(*layers)
+        layers, feat = dense_layers(int(in_channels) * h * w, hidden, batch_norm)
+        self.features = nn.Sequential(nn.Flatten(), *layers)
         self.classifier = nn.Linear(feat, int(num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -144,27 +144,15 @@ class SequenceSTCNNSingle(SequenceCNN):
     localisation net (``ConvLocalisation`` defaults), in front of ``SequenceCNN``. FC width 232
     keeps the parameter count at the CNN's (``SequenceSTCNNSingle(1, 64, 11)``: 670,667).
     ``model=seq_st_cnn_single`` adds ``loc_kwargs={norm: true}`` (670,787): without batch norm
-    the localisation net's ReLUs died on multi-digit MNIST and the warp froze."""
+    the localisation net's ReLUs died on multi-digit MNIST and the warp froze.
 
-    def __init__(
-        self,
-        in_channels: int,
-        in_size: int | Sequence[int],
-        num_classes: int = 11,
-        max_length: int = 5,
-        channels: int | Sequence[int] = (32, 64, 64, 128),
-        kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
-        hidden: int | Sequence[int] = 232,
-        dropout: float = 0.0,
-        norm: bool = True,
-        transform: str = "affine",
-        loc_kwargs: dict | None = None,
-        channels_last: bool = True,
-        pools: int | Sequence[int] = 2,
-    ) -> None:
-        super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
-                         hidden, dropout, norm, st_at=(0,), transform=transform, loc="conv",
-                         loc_kwargs=loc_kwargs, channels_last=channels_last, pools=pools)
+    The arguments besides ``hidden`` are ``SequenceCNN``'s (as for ``SequenceSTCNNMulti``)."""
+
+    fixed_arguments: ClassVar[tuple[str, ...]] = ("st_at", "loc", "loc_features")
+    """``SequenceCNN``'s arguments this class sets itself (not a config's to set)."""
+
+    def __init__(self, *args, hidden: int | Sequence[int] = 232, **kwargs) -> None:
+        super().__init__(*args, hidden=hidden, st_at=(0,), loc="conv", **kwargs)
 
 
 class SequenceSTCNNMulti(SequenceCNN):
@@ -174,28 +162,11 @@ class SequenceSTCNNMulti(SequenceCNN):
     ``loc_features`` values. FC width 200 keeps the parameter count at the CNN's
     (``SequenceSTCNNMulti(1, 64, 11)``: 672,293)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        in_size: int | Sequence[int],
-        num_classes: int = 11,
-        max_length: int = 5,
-        channels: int | Sequence[int] = (32, 64, 64, 128),
-        kernel_sizes: int | Sequence[int] = (5, 3, 3, 3),
-        hidden: int | Sequence[int] = 200,
-        dropout: float = 0.0,
-        norm: bool = True,
-        st_at: int | Sequence[int] = (0, 1, 2, 3),
-        transform: str = "affine",
-        loc_kwargs: dict | None = None,
-        loc_features: int = 1024,
-        channels_last: bool = True,
-        pools: int | Sequence[int] = 2,
-    ) -> None:
-        super().__init__(in_channels, in_size, num_classes, max_length, channels, kernel_sizes,
-                         hidden, dropout, norm, st_at=st_at, transform=transform, loc="fc",
-                         loc_kwargs=loc_kwargs, loc_features=loc_features,
-                         channels_last=channels_last, pools=pools)
+    fixed_arguments: ClassVar[tuple[str, ...]] = ("loc",)
+
+    def __init__(self, *args, hidden: int | Sequence[int] = 200,
+                 st_at: int | Sequence[int] = (0, 1, 2, 3), **kwargs) -> None:
+        super().__init__(*args, hidden=hidden, st_at=st_at, loc="fc", **kwargs)
 
 
 __all__ = ["SequenceCNN", "SequenceHeads", "SequenceSTCNNMulti", "SequenceSTCNNSingle"]

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from stnlab.config.legacy import upgrade_targets
 from stnlab.config.validate import check_config
 from stnlab.errors import CheckpointNotFoundError
-from stnlab.run.train import build_data_and_module, write_json
+from stnlab.io import write_json
+from stnlab.run.train import build_data_and_module
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,9 @@ Under DDP, rank 0 publishes the job's resolved config for the ranks Lightning st
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,20 +30,12 @@ from stnlab.callbacks import Preempted, RunConfigInCheckpoint
 from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
 from stnlab.config.validate import check_config
 from stnlab.errors import CheckpointNotFoundError, StnlabError
+from stnlab.io import write_json
 from stnlab.run.allocator import keep_freed_memory
 from stnlab.run.distributed import JOB_CONFIG_ENV, check_ranks_agree, end_distributed, is_ddp_child
 from stnlab.run.loggers import build_loggers, finish_loggers, log_run_config
 
 log = logging.getLogger(__name__)
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Atomic: a reader sees the old file or the whole new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def build_data_and_module(cfg: DictConfig):

@@ -13,19 +13,28 @@ import torch
 from torch import nn
 
 from .layout import nchw_keeping_grad_layout
-
-
-def _size2(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    h, w = (int(s) for s in size)
-    return (h, w)
+from .transforms import _size2
 
 
 def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(x, int):
         return (x,)
     return tuple(int(v) for v in x)
+
+
+def dense_layers(in_features: int, widths: int | Sequence[int],
+                 norm: bool = False) -> tuple[list[nn.Module], int]:
+    """``[linear -> (batch norm: norm) -> ReLU]`` per width of ``widths`` and the features that
+    come out (``in_features`` for no width): the hidden layers of the FC localisation nets,
+    the conv net's hidden layer and ``stnlab.models.FCN``."""
+    layers: list[nn.Module] = []
+    for units in _ints(widths):
+        layers.append(nn.Linear(in_features, units))
+        if norm:
+            layers.append(nn.BatchNorm1d(units))
+        layers.append(nn.ReLU(inplace=True))
+        in_features = units
+    return layers, in_features
 
 
 def _identity_head(in_features: int, num_params: int, identity) -> nn.Linear:
@@ -117,14 +126,9 @@ class ConvLocalisation(_Localisation):
             layers.append(nn.ReLU(inplace=True))
             c_in = c
         layers.append(nn.Flatten())
-        feat = c_in * math.prod(size)
-        if hidden and hidden > 0:
-            layers.append(nn.Linear(feat, int(hidden)))
-            if norm:
-                layers.append(nn.BatchNorm1d(int(hidden)))
-            layers.append(nn.ReLU(inplace=True))
-            feat = int(hidden)
-        self._finish(layers, feat, num_params, identity)
+        dense, feat = dense_layers(c_in * math.prod(size),
+                                   (int(hidden),) if hidden and hidden > 0 else (), norm)
+        self._finish(layers + dense, feat, num_params, identity)
 
 
 class _Flatten(nn.Flatten):
@@ -158,15 +162,8 @@ class FCLocalisation(_Localisation):
         super().__init__()
         layers: list[nn.Module] = []
         size = self._downsampled(layers, in_size, max(int(downsample), 1))
-        layers.append(_Flatten())
-        feat = int(in_channels) * math.prod(size)
-        for units in _ints(hidden):
-            layers.append(nn.Linear(feat, units))
-            if norm:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(nn.ReLU(inplace=True))
-            feat = units
-        self._finish(layers, feat, num_params, identity)
+        dense, feat = dense_layers(int(in_channels) * math.prod(size), hidden, norm)
+        self._finish([*layers, _Flatten(), *dense], feat, num_params, identity)
 
 
 LOCALISATIONS: dict[str, type[nn.Module]] = {"conv": ConvLocalisation, "fc": FCLocalisation}
@@ -193,4 +190,5 @@ def make_localisation(
     return _make(LOCALISATIONS, name, in_channels, in_size, num_params, identity, **kwargs)
 
 
-__all__ = ["ConvLocalisation", "FCLocalisation", "LOCALISATIONS", "make_localisation"]
+__all__ = ["ConvLocalisation", "FCLocalisation", "LOCALISATIONS", "dense_layers",
+           "make_localisation"]
