@@ -179,13 +179,17 @@ class LitColocalisation(TaskModule):
                                    self.encoder_lr, tuple(self.net.st.out_size),
                                    ready=self.encoder_ready)]
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
+        # frozen before Lightning wraps the module: DDP expects a gradient for every parameter
+        # that requires one when it wraps
+        self._freeze_encoder()
+
+    def on_fit_start(self) -> None:  # after a resumed run's checkpoint is loaded
         if not bool(self.encoder_ready) and self.encoder_epochs > 0:
             raise ValueError("the co-localisation encoder is not pretrained: fit the module's "
                              "stages first (stnlab.run.stages.run_stages; stnlab-train does), "
                              "or set module.encoder_epochs=0 for an encoder given trained")
         self.encoder_ready.fill_(True)
-        self._freeze_encoder()
 
     def max_scale_at(self, epoch: int) -> float:
         """The crops' largest scale in ``epoch``: from ``anneal_from`` down to the model's

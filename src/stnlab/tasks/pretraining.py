@@ -71,7 +71,7 @@ class EncoderPretraining(pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         self.log_dict({f"{self.name}/loss": loss, f"{self.name}/acc": acc}, on_step=False,
-                      on_epoch=True, prog_bar=True, batch_size=len(y))
+                      on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
