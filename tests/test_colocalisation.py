@@ -13,6 +13,7 @@ import torch
 
 from stnlab.data import ColocalisationMNIST
 from stnlab.data.distortions.warp import INK_THRESHOLD
+from stnlab.errors import StnlabError
 from stnlab.models import CoLocaliser
 from stnlab.run.stages import run_stages
 from stnlab.run.train import build_data_and_module, train
@@ -132,6 +133,8 @@ def test_fit_without_the_pretraining_stage_is_refused(data):
                          enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="encoder is not pretrained"):
         trainer.fit(module, datamodule=data)
+    with pytest.raises(StnlabError, match="no encoder_digits"):  # nothing to pretrain it on
+        module.stages(object())
 
 
 def test_run_pretrains_in_a_logged_stage_and_a_resumed_run_does_not(make_cfg, caplog):
@@ -162,8 +165,6 @@ def test_run_pretrains_in_a_logged_stage_and_a_resumed_run_does_not(make_cfg, ca
 
 
 def test_classification_data_is_refused(make_cfg):
-    from stnlab.errors import StnlabError
-
     with pytest.raises(StnlabError, match="colocalisation"):
         build_data_and_module(make_cfg("train", ["model=colocaliser",
                                                  "module=colocalisation"]))

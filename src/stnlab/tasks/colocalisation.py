@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
+from stnlab.errors import StnlabError
 from stnlab.spatial.region import pixel_box_to_normalised, region_box_iou, sampled_region
 from stnlab.tasks.base import OptimizerFactory, SchedulerFactory, TaskModule
 from stnlab.tasks.pretraining import EncoderPretraining
@@ -167,8 +168,8 @@ class LitColocalisation(TaskModule):
         if bool(self.encoder_ready) or self.encoder_epochs == 0:
             return []
         if not hasattr(data, "encoder_digits"):
-            raise ValueError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
-                             "encoder elsewhere and set module.encoder_epochs=0")
+            raise StnlabError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
+                              "encoder elsewhere and set module.encoder_epochs=0")
         images, labels = data.encoder_digits()
         if self.encoder_background and hasattr(data, "encoder_background"):
             background = data.encoder_background(max(1, len(labels) // 10))
