@@ -3,14 +3,20 @@ a short real fit."""
 
 from __future__ import annotations
 
+import csv
+import logging
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from stnlab.data import ColocalisationMNIST
 from stnlab.data.distortions.warp import INK_THRESHOLD
+from stnlab.errors import StnlabError
 from stnlab.models import CoLocaliser
-from stnlab.run.train import build_data_and_module
+from stnlab.run.stages import run_stages
+from stnlab.run.train import build_data_and_module, train
 from stnlab.tasks import LitColocalisation
 from stnlab.tasks.colocalisation import random_crop_params, triplet_hinge
 
@@ -111,15 +117,21 @@ def test_iou_metric_of_a_known_crop(data):
 
 def test_short_fit_logs_iou_and_keeps_the_encoder_frozen(make_cfg):
     cfg = make_cfg("train", ["data=colocalisation", "model=colocaliser", "data.digit_class=1",
-                             "module.encoder_epochs=1", "module.anneal_epochs=2"])
+                             "module.encoder_epochs=1", "module.anneal_epochs=2",
+                             "trainer.enable_progress_bar=false"])
     data, module = build_data_and_module(cfg)
     assert isinstance(module, LitColocalisation)
+    untrained = [p.detach().clone() for p in module.encoder.parameters()]
+    staged = run_stages(module, data, cfg.trainer, [], [])
+    assert staged["pretrain"]["pretrain/acc"] > 0.3  # 11 classes: chance is 0.09
+    assert any(not torch.equal(a, b) for a, b in zip(untrained, module.encoder.parameters(),
+                                                     strict=True))
+    assert bool(module.encoder_ready) and module.stages(data) == []  # pretrained once
     trainer = pl.Trainer(max_epochs=2, limit_train_batches=3, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     trainer.fit(module, datamodule=data)
-    assert bool(module.encoder_ready) and not any(p.requires_grad
-                                                  for p in module.encoder.parameters())
+    assert not any(p.requires_grad for p in module.encoder.parameters())
     metrics = trainer.callback_metrics
     assert 0.0 <= float(metrics["val/iou_0.5"]) <= 1.0 and "val/iou_0.5_best" in metrics
     assert module.net.st.transform.max_scale == pytest.approx(0.36)  # annealing ended
@@ -127,9 +139,44 @@ def test_short_fit_logs_iou_and_keeps_the_encoder_frozen(make_cfg):
     assert {"test/iou_0.5", "test/iou_mean", "test/error"} <= set(test)
 
 
-def test_classification_data_is_refused(make_cfg):
-    from stnlab.errors import StnlabError
+def test_fit_without_the_pretraining_stage_is_refused(data):
+    module = LitColocalisation(CoLocaliser(1, 84), encoder_epochs=1)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="encoder is not pretrained"):
+        trainer.fit(module, datamodule=data)
+    with pytest.raises(StnlabError, match="no encoder_digits"):  # nothing to pretrain it on
+        module.stages(object())
 
+
+def test_run_pretrains_in_a_logged_stage_and_a_resumed_run_does_not(make_cfg, caplog):
+    """The encoder's pretraining is a stage of ``train``: its metrics reach the run's logger
+    under ``pretrain/``; resumed from the checkpoint, the run fits no stage and its frozen
+    encoder keeps the checkpoint's weights."""
+    caplog.set_level(logging.INFO, logger="stnlab.run.stages")
+    base = ["data=colocalisation", "model=colocaliser", "data.digit_class=1", "debug=limit",
+            "module.encoder_epochs=1", "trainer.enable_progress_bar=false"]
+    first = train(make_cfg("train", [*base, "trainer.max_epochs=1"]))
+    out = Path(first["output_dir"])
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").open()))
+    pretrain = [float(r["pretrain/acc"]) for r in rows if r.get("pretrain/acc")]
+    assert len(pretrain) == 1 and pretrain[0] > 0.3  # one epoch, above chance (0.09)
+    assert "stage pretrain: 1 epochs" in caplog.text
+
+    def encoder() -> dict[str, torch.Tensor]:
+        state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        return {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+    before = encoder()
+    caplog.clear()
+    resumed = train(make_cfg("train", [*base, "trainer.max_epochs=2", "ckpt_path=last"]))
+    assert resumed["epochs"] == 2 and "stage pretrain" not in caplog.text
+    after = encoder()
+    assert before.keys() == after.keys() and before
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_classification_data_is_refused(make_cfg):
     with pytest.raises(StnlabError, match="colocalisation"):
         build_data_and_module(make_cfg("train", ["model=colocaliser",
                                                  "module=colocalisation"]))

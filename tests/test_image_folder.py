@@ -132,14 +132,16 @@ def test_fine_grained_model(num_st, shared):
 
 
 def test_cub_experiment_trains_on_the_written_data(make_cfg, tmp_path, data_dir):
-    make_cub(Path(data_dir) / "CUB_200_2011")
+    make_cub(Path(data_dir) / "CUB_200_2011", per_class=10)  # 12 training images
     cfg = make_cfg("train", ["experiment=cub", "data.size=32", "data.batch_size=4",
                              "data.val_fraction=0.34", "model.num_st=2"])
+    pl.seed_everything(0)
     data, module = build_data_and_module(cfg)
     assert module.loc_lr_mult == pytest.approx(1e-4)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=data)
     groups = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
     assert groups["loc"] == pytest.approx(groups["net"] * 1e-4)
-    assert trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"] >= 0
+    # red or blue: both test images right (chance: half), as in 10 of 10 seeds tried
+    assert trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"] == 1.0

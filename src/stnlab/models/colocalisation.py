@@ -16,7 +16,8 @@ from .backbones import ConvBlock, _Model, ints, size2
 
 class DigitEncoder(nn.Module):
     """Crops -> feature vectors ``(B, features)``: ``[conv 5x5 -> ReLU -> max-pool 2] x 2 ->
-    FC features -> ReLU``. ``head(num_classes)`` gives it a classifier for pretraining."""
+    FC features -> ReLU``. Pretrained as a classifier with a temporary linear head
+    (``stnlab.tasks.pretraining.EncoderPretraining``)."""
 
     def __init__(
         self,

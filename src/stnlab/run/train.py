@@ -34,6 +34,7 @@ from stnlab.io import write_json
 from stnlab.run.allocator import keep_freed_memory
 from stnlab.run.distributed import JOB_CONFIG_ENV, check_ranks_agree, end_distributed, is_ddp_child
 from stnlab.run.loggers import build_loggers, finish_loggers, log_run_config
+from stnlab.run.stages import run_stages
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model %s: %d parameters; data: %s", cfg.model._target_, num_params, data.describe())
 
     try:
+        if ckpt_path is None:  # a resumed run's checkpoint holds what its stages made
+            run_stages(module, data, cfg.trainer, loggers, callbacks)
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         check_ranks_agree(trainer, resolved)
         results: dict[str, Any] = {

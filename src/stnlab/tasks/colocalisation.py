@@ -10,17 +10,16 @@ whose IoU with the object's box exceeds ``iou_threshold`` (``val/iou_0.5``, ``te
 
 from __future__ import annotations
 
-import logging
-
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
+from stnlab.errors import StnlabError
 from stnlab.spatial.region import pixel_box_to_normalised, region_box_iou, sampled_region
 from stnlab.tasks.base import OptimizerFactory, SchedulerFactory, TaskModule
-
-log = logging.getLogger(__name__)
+from stnlab.tasks.pretraining import EncoderPretraining
 
 
 def triplet_hinge(crops: torch.Tensor, randoms: torch.Tensor, margin: float,
@@ -59,11 +58,13 @@ class LitColocalisation(TaskModule):
     The encoder is pretrained, then frozen. It is a small CNN (``DigitEncoder`` with a
     temporary linear head) trained for ``encoder_epochs`` on the plain 28x28 digits of the
     training split, every class (``data.encoder_digits()``), and on windows of canvases without
-    their digit as one more class (``data.encoder_background()``), at the start of fitting: no
-    pretrained weights can be downloaded here, and the paper's encoder is fixed too. Trained
-    jointly, the encoder could lower the loss by telling crops from random crops by anything
-    (scale, blur, position of the ink), not by the object, and the loss has no term that keeps
-    its features meaningful. A resumed run keeps the checkpoint's encoder.
+    their digit as one more class (``data.encoder_background()``), in a stage the run fits
+    before the main fit (``stages``: a Lightning fit of ``EncoderPretraining``, metrics under
+    ``pretrain/``): no pretrained weights can be downloaded here, and the paper's encoder is
+    fixed too. Trained jointly, the encoder could lower the loss by telling crops from random
+    crops by anything (scale, blur, position of the ink), not by the object, and the loss has
+    no term that keeps its features meaningful. A resumed run keeps the checkpoint's encoder
+    and fits no stage.
 
     Metrics: ``{train,val,test}/loss`` (the triplet loss), ``val/iou_0.5`` and
     ``test/iou_0.5`` (share of crops with IoU > ``iou_threshold`` against the fixed sets'
@@ -160,57 +161,36 @@ class LitColocalisation(TaskModule):
         self.encoder.requires_grad_(False)
         self.encoder.eval()
 
-    def pretrain_encoder(self, images: torch.Tensor, labels: torch.Tensor,
-                         batch_size: int = 64, background: torch.Tensor | None = None) -> float:
-        """Train the encoder with a temporary linear head on ``images`` (uint8 ``(N, H, W)``
-        digits) and ``labels``, plus ``background`` windows (uint8, no digit) as one more
-        class; returns the last epoch's training accuracy."""
-        if background is not None and len(background):
+    def stages(self, data) -> list[pl.LightningModule]:
+        """What the run fits before this module (``stnlab.run.stages``): the encoder's
+        pretraining on ``data.encoder_digits()``, plus ``data.encoder_background()`` windows
+        (uint8, no digit) as one more class; none once the encoder is ready."""
+        if bool(self.encoder_ready) or self.encoder_epochs == 0:
+            return []
+        if not hasattr(data, "encoder_digits"):
+            raise StnlabError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
+                              "encoder elsewhere and set module.encoder_epochs=0")
+        images, labels = data.encoder_digits()
+        if self.encoder_background and hasattr(data, "encoder_background"):
+            background = data.encoder_background(max(1, len(labels) // 10))
             images = torch.cat([images, background])
             labels = torch.cat([labels.long(), labels.new_full((len(background),),
                                                                int(labels.max()) + 1).long()])
-        device = self.device
-        x = images.float().div(255).unsqueeze(1)
-        if tuple(x.shape[2:]) != tuple(self.net.st.out_size):
-            x = F.interpolate(x, size=tuple(self.net.st.out_size), mode="bilinear",
-                              align_corners=False)
-        y = labels.long()
-        with torch.no_grad():
-            dim = self.encoder(x[:2].to(device)).shape[1]
-        head = nn.Linear(dim, int(y.max()) + 1).to(device)
-        opt = torch.optim.Adam([*self.encoder.parameters(), *head.parameters()],
-                               lr=self.encoder_lr)
-        self.encoder.train()
-        acc = 0.0
-        for _ in range(self.encoder_epochs):
-            correct = 0
-            for idx in torch.randperm(len(y)).split(batch_size):
-                xb, yb = x[idx].to(device), y[idx].to(device)
-                logits = head(self.encoder(xb))
-                loss = F.cross_entropy(logits, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                correct += int((logits.argmax(1) == yb).sum())
-            acc = correct / len(y)
-        return acc
+        return [EncoderPretraining(self.encoder, images, labels, self.encoder_epochs,
+                                   self.encoder_lr, tuple(self.net.st.out_size),
+                                   ready=self.encoder_ready)]
 
-    def on_fit_start(self) -> None:
-        if not bool(self.encoder_ready) and self.encoder_epochs > 0:
-            data = self.trainer.datamodule
-            if not hasattr(data, "encoder_digits"):
-                raise ValueError(f"{type(data).__name__} has no encoder_digits(): pretrain the "
-                                 "encoder elsewhere and set module.encoder_epochs=0")
-            digits, labels = data.encoder_digits()
-            background = None
-            if self.encoder_background and hasattr(data, "encoder_background"):
-                background = data.encoder_background(max(1, len(labels) // 10))
-            acc = self.pretrain_encoder(digits, labels, background=background)
-            log.info("co-localisation encoder pretrained: %d epochs, train accuracy %.3f%s",
-                     self.encoder_epochs, acc, "" if background is None else
-                     f" ({len(background)} background windows as an 11th class)")
-        self.encoder_ready.fill_(True)
+    def setup(self, stage: str) -> None:
+        # frozen before Lightning wraps the module: DDP expects a gradient for every parameter
+        # that requires one when it wraps
         self._freeze_encoder()
+
+    def on_fit_start(self) -> None:  # after a resumed run's checkpoint is loaded
+        if not bool(self.encoder_ready) and self.encoder_epochs > 0:
+            raise ValueError("the co-localisation encoder is not pretrained: fit the module's "
+                             "stages first (stnlab.run.stages.run_stages; stnlab-train does), "
+                             "or set module.encoder_epochs=0 for an encoder given trained")
+        self.encoder_ready.fill_(True)
 
     def max_scale_at(self, epoch: int) -> float:
         """The crops' largest scale in ``epoch``: from ``anneal_from`` down to the model's
