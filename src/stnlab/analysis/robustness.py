@@ -177,7 +177,7 @@ def run_curve(run: str | Path, kind: str, values: Sequence[float],
     if kind not in kinds:
         take = (f"it takes --kind {' or '.join(kinds)}" if kinds else
                 f"robustness curves are for {SUPPORTED}")
-        raise StnlabError(f"{ckpt}: --kind {kind} does not apply to a {name} run; {take}.")
+        raise StnlabError(f"{ckpt}: --kind {kind} does not apply to {name} runs; {take}.")
     module.load_state_dict(state["state_dict"])
     label, _ = model_label({}, to_plain(cfg))
     label = f"{label} ({name}, seed {cfg.seed}{f', about {axis}' if len(data.dims) == 4 else ''})"

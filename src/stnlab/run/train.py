@@ -82,7 +82,8 @@ def build_data_and_module(cfg: DictConfig, data=None):
             f"model {cfg.model._target_.rsplit('.', 1)[-1]} takes {kind.get(model_ndim)}, but "
             f"{type(data).__name__} gives {kind.get(len(size), f'{len(size)}-D data')} "
             f"{tuple(data.dims)}; choose a model for that data "
-            f"({options_for_task('model', data_task, len(size))})."
+            f"({options_for_task('model', data_task, len(size))}), or data for that model "
+            f"(e.g. {'data=volumetric' if model_ndim == 3 else 'data=mnist'})."
         )
     shape = {"max_length": data.max_length} if data_task == "sequence" else {}
     net = instantiate(cfg.model, in_channels=channels, in_size=list(size),
