@@ -172,7 +172,7 @@ def run_curve(run: str | Path, kind: str, values: Sequence[float],
     ckpt = find_checkpoint(run)
     state, cfg = load_run(ckpt)
     data, module = build_data_and_module(cfg)
-    name = data.distortion_name or type(data).__name__
+    name = getattr(data, "distortion_name", "") or type(data).__name__
     kinds = supported_kinds(data)
     if kind not in kinds:
         take = (f"it takes --kind {' or '.join(kinds)}" if kinds else
