@@ -183,7 +183,8 @@ def run_curve(run: str | Path, kind: str, values: Sequence[float],
     label = f"{label} ({name}, seed {cfg.seed}{f', about {axis}' if len(data.dims) == 4 else ''})"
     if getattr(data, "task", "classification") == "sequence":
         data.setup("test")
-        errors = sequence_curve(module.net, data.test_dataloader(), kind, values)
+        batches = (data.on_after_batch_transfer(b, 0) for b in data.test_dataloader())  # SVHN:
+        errors = sequence_curve(module.net, batches, kind, values)  # uint8 made float there
     else:
         digits, labels = data.test_digits()
         if kind == "clutter":
