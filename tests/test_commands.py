@@ -116,9 +116,11 @@ def test_quote_paths_gives_hydra_the_path_itself(tmp_path):
     job.mkdir()
     argv = [f"ckpt_path={job}", f"+ckpt_path={job}/last.ckpt", "ckpt_path=nowhere/0_a=b",
             "ckpt_path=null", "ckpt_path=last", f"ckpt_path='{job}'", "model=cnn,st_cnn",
-            f"hydra.run.dir={tmp_path}/a,b=c", "data.root=~/it's=here"]
+            f"hydra.run.dir={tmp_path}/a,b=c", "data.root=~/it's=here",
+            "hydra.run.dir=out/${now:%Y-%m-%d}"]
     quoted = quote_paths(argv)
     assert quoted[3:7] == argv[3:7]  # keywords, the quoted form and other keys: as they were
+    assert quoted[9] == argv[9]  # an interpolation: Hydra's to resolve
     parsed = OverridesParser.create().parse_overrides(quoted)
     assert [p.value() for p in parsed[:3]] == [str(job), f"{job}/last.ckpt", "nowhere/0_a=b"]
     assert parsed[3].value() is None and parsed[4].value() == "last"
