@@ -30,6 +30,8 @@ from stnlab.errors import StnlabError
 log = logging.getLogger(__name__)
 
 REPORTED = (StnlabError, InstantiationException, FloatingPointError)  # bad input, not a bug
+ONE_LINE = (CompactHydraException, ValidationError, InterpolationResolutionError)
+"""Config errors besides ``REPORTED`` that ``one_line_errors`` reports in one line."""
 USER_FULL_ERROR = "STNLAB_USER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while ours is 1
 
 
@@ -46,15 +48,20 @@ def run_reporting_errors(task, cfg: DictConfig):
     sweep goes on with its other jobs. ``HYDRA_FULL_ERROR=1`` re-raises it too, with its
     traceback.
     """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return task(cfg)
     except REPORTED as e:
         log.error("%s", describe(e))
-        if full_error() or (HydraConfig.initialized() and
-                            HydraConfig.get().mode == RunMode.MULTIRUN):
+        if full_error() or multirun:
             e.stnlab_logged = True  # for one_line_errors: said already
             raise
         raise SystemExit(2) from None
+    except ONE_LINE as e:  # one_line_errors says it; a multirun's job log says it too
+        if multirun:
+            log.error("%s", describe(e))
+            e.stnlab_logged = True
+        raise
     except Exception as e:  # a bug: traceback as ever, and its line in the job's log file
         log.error("crashed: %s: %s", type(e).__name__, e)  # for stnlab-report's failed jobs
         raise
@@ -152,7 +159,7 @@ def one_line_errors():
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         yield
-    except (*REPORTED, CompactHydraException, ValidationError, InterpolationResolutionError) as e:
+    except (*REPORTED, *ONE_LINE) as e:
         if os.environ[USER_FULL_ERROR] == "1":
             raise
         if not getattr(e, "stnlab_logged", False):  # a multirun's failed job was logged
