@@ -221,3 +221,26 @@ def test_real_tiny_sweep(tmp_path, data_dir):
     assert "| CNN | " in md and "| ST-CNN Aff | " in md and "[paper 0.8]" in md
     assert "2 — 2 finished, 0 failed, 0 missing" in md
     assert (sweep / "error_by_model.png").exists()
+
+
+def test_a_crashed_job_shows_its_error(tmp_path, data_dir, capsys):
+    """A job that crashes (here: its data folder is a file) logs its exception's line; the
+    report shows that line for the job, not just "no results.json", and so does the command."""
+    src = str(Path(stnlab.__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "not_a_dir").write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "stnlab.train", "-m", "model=cnn", "debug=fast",
+                           f"paths.data_dir={tmp_path / 'not_a_dir'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "NotADirectoryError" in proc.stderr, proc.stderr[-3000:]
+    (sweep,) = tmp_path.glob("outputs/train/multiruns/*")
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert "1 failed/missing" in out
+    shown = [line for line in out.splitlines() if line.startswith("  FAILED 0_model=cnn")]
+    assert len(shown) == 1 and "crashed: NotADirectoryError: " in shown[0], out
+    failed = next(ln for ln in (sweep / "report.md").read_text().splitlines()
+                  if ln.startswith("| 0_"))
+    assert "crashed: NotADirectoryError: " in failed and "not_a_dir" in failed
+    assert "no results.json" not in failed

@@ -81,4 +81,5 @@ def test_clutter_curve_of_a_cluttered_run_and_refusal_for_others(make_cfg, tmp_p
     with pytest.raises(SystemExit) as exit_info:
         main([str(run), "--kind", "rotation", "--out", str(out)])
     assert exit_info.value.code == 2
-    assert "cluttered runs take --kind clutter" in capsys.readouterr().err
+    assert "--kind rotation does not apply to cluttered runs; it takes --kind clutter" in (
+        capsys.readouterr().err)

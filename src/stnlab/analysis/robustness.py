@@ -5,6 +5,11 @@ Each run's own test digits (the same digits as its fixed test set) are rotated b
 and that centre put on the centre of the run's canvas (28x28 for R, 42x42 for RTS, ...).
 Runs trained on cluttered MNIST take ``--kind clutter``: the same digits at the same places on
 the run's canvas, among 0, 4, 8, 16 clutter patches (``clutter_digits``).
+Multi-digit runs (MNIST sequences, SVHN) rotate or scale each image of their fixed test set
+about its centre and count the sequence error (length and every digit right). Volumetric runs
+make each test digit's slab at the volume's centre, turned about one axis (``axis``: z, the
+default, turns it in its own plane; x and y tilt it) or scaled (``volume_digits``).
+Other runs (addition, image folders, co-localisation) are refused in one line naming these.
 The curves of several runs share one plot: ``robustness_<kind>.png`` and
 ``robustness_<kind>.csv`` in ``--out``.
 """
@@ -20,11 +25,12 @@ import torch
 
 from stnlab.config import to_plain
 from stnlab.data.digits import EVAL_CHUNK
-from stnlab.data.distortions import Cluttered, similarity_warp
+from stnlab.data.distortions import Cluttered, Volumetric, similarity_warp
 from stnlab.errors import StnlabError
 from stnlab.report.tables import model_label
 from stnlab.run.evaluate import find_checkpoint, load_run
 from stnlab.run.train import build_data_and_module
+from stnlab.tasks.sequence import sequence_correct, sequence_outputs
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,9 @@ DEFAULT_VALUES = {
 XLABELS = {"rotation": "rotation (degrees)", "scale": "scale factor",
            "clutter": "clutter patches on the canvas"}
 CLUTTER_SEED = 4321
+AXES = ("x", "y", "z")
+SUPPORTED = ("single-digit MNIST runs (R, RTS, P, E, none: rotation, scale), cluttered ones "
+             "(clutter), multi-digit sequences (rotation, scale) and volumes (rotation, scale)")
 
 
 def warp_digits(digits: torch.Tensor, canvas: int, angle: float = 0.0,
@@ -69,6 +78,35 @@ def clutter_digits(digits: torch.Tensor, recipe: dict, counts: Sequence[float],
     return [torch.cat(images) for images in out]
 
 
+def volume_digits(digits: torch.Tensor, recipe: Volumetric, angle: float = 0.0,
+                  scale: float = 1.0, axis: str = "z") -> torch.Tensor:
+    """``(N, 28, 28)`` uint8 digits -> ``(N, 1, D, H, W)`` volumes of ``recipe``'s canvas and
+    slab: each slab centred, turned by ``angle`` degrees about ``axis`` and scaled by
+    ``scale``."""
+    n = len(digits)
+    angles = torch.zeros(n, 3, dtype=torch.float64)
+    angles[:, AXES.index(axis)] = float(angle)
+    centred = Volumetric(canvas=recipe.canvas, thickness=recipe.thickness, translate=False)
+    return centred.apply(digits.unsqueeze(1).float().div(255), {
+        "angle": angles, "scale": torch.full((n,), float(scale), dtype=torch.float64),
+        "position": torch.zeros(n, 3, dtype=torch.float64)})
+
+
+def supported_kinds(data) -> tuple[str, ...]:
+    """The ``--kind`` values a run on ``data`` supports (none: no curve for it)."""
+    task, dims = getattr(data, "task", "classification"), tuple(data.dims)
+    name = getattr(data, "distortion_name", "")
+    if task == "sequence":
+        return ("rotation", "scale")
+    if task != "classification" or not hasattr(data, "test_digits") or dims[0] != 1:
+        return ()
+    if name == "cluttered":
+        return ("clutter",)
+    if len(dims) == 4 or (len(dims) == 3 and dims[1] == dims[2] and name != "addition"):
+        return ("rotation", "scale")
+    return ()
+
+
 @torch.no_grad()
 def error_curve(net: torch.nn.Module, digits: torch.Tensor, labels: torch.Tensor, canvas: int,
                 kind: str, values: Sequence[float], batch_size: int = 500) -> list[float]:
@@ -91,29 +129,72 @@ def batched_error(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor,
     return wrong / len(labels)
 
 
-def run_curve(run: str | Path, kind: str, values: Sequence[float]) -> tuple[str, list[float]]:
-    """The label ("ST-CNN Aff (RTS, seed 0)") and error curve of one run's best checkpoint."""
+@torch.no_grad()
+def sequence_curve(net: torch.nn.Module, batches, kind: str,
+                   values: Sequence[float]) -> list[float]:
+    """Sequence error (fraction) of ``net`` on ``batches`` of ``(images, targets)``, each
+    image rotated (``kind`` rotation, degrees) or scaled about its centre by each value."""
+    net.eval()
+    wrong, total = [0] * len(values), 0
+    for x, y in batches:
+        total += len(y)
+        for i, v in enumerate(values):
+            n = len(x)
+            angle = torch.full((n,), float(v if kind == "rotation" else 0.0), dtype=torch.float64)
+            scale = torch.full((n,), float(v if kind == "scale" else 1.0), dtype=torch.float64)
+            seq = sequence_correct(*sequence_outputs(net(similarity_warp(
+                x, angle, scale, tuple(x.shape[2:])))), y)["seq"]
+            wrong[i] += int((seq == 0).sum())
+    return [w / max(total, 1) for w in wrong]
+
+
+@torch.no_grad()
+def volume_curve(net: torch.nn.Module, digits: torch.Tensor, labels: torch.Tensor,
+                 recipe: Volumetric, kind: str, values: Sequence[float], axis: str = "z",
+                 batch_size: int = 250) -> list[float]:
+    """Test error (fraction) of ``net`` on ``digits`` as volumes (``volume_digits``) at each
+    value; made a batch at a time (a 32^3 volume is 128 KB)."""
+    net.eval()
+    errors = []
+    for v in values:
+        how = {"angle": v} if kind == "rotation" else {"scale": v}
+        wrong = sum(int((net(volume_digits(d, recipe, axis=axis, **how)).argmax(1) != y).sum())
+                    for d, y in zip(digits.split(batch_size), labels.split(batch_size),
+                                    strict=True))
+        errors.append(wrong / len(labels))
+    return errors
+
+
+def run_curve(run: str | Path, kind: str, values: Sequence[float],
+              axis: str = "z") -> tuple[str, list[float]]:
+    """The label ("ST-CNN Aff (RTS, seed 0)") and error curve of one run's best checkpoint;
+    ``axis``: what volumes turn about."""
     ckpt = find_checkpoint(run)
     state, cfg = load_run(ckpt)
     data, module = build_data_and_module(cfg)
+    name = getattr(data, "distortion_name", "") or type(data).__name__
+    kinds = supported_kinds(data)
+    if kind not in kinds:
+        take = (f"it takes --kind {' or '.join(kinds)}" if kinds else
+                f"robustness curves are for {SUPPORTED}")
+        raise StnlabError(f"{ckpt}: --kind {kind} does not apply to {name} runs; {take}.")
     module.load_state_dict(state["state_dict"])
-    channels, height, width = data.dims
-    if kind == "clutter":
-        if data.distortion_name != "cluttered":
-            raise StnlabError(f"{ckpt}: --kind clutter needs a run trained on cluttered MNIST, "
-                              f"not {data.distortion_name}; use --kind rotation or scale.")
-    elif channels != 1 or height != width or data.distortion_name in ("cluttered", "addition"):
-        raise StnlabError(f"{ckpt}: robustness curves need a single-digit, single-channel task "
-                          f"on a square canvas (R, RTS, P, E, none), not {data.distortion_name}; "
-                          "cluttered runs take --kind clutter.")
-    digits, labels = data.test_digits()
     label, _ = model_label({}, to_plain(cfg))
-    label = f"{label} ({data.distortion_name}, seed {cfg.seed})"
-    if kind == "clutter":
-        errors = [batched_error(module.net, x, labels)
-                  for x in clutter_digits(digits, data.distortion.params(), values)]
+    label = f"{label} ({name}, seed {cfg.seed}{f', about {axis}' if len(data.dims) == 4 else ''})"
+    if getattr(data, "task", "classification") == "sequence":
+        data.setup("test")
+        batches = (data.on_after_batch_transfer(b, 0) for b in data.test_dataloader())  # SVHN:
+        errors = sequence_curve(module.net, batches, kind, values)  # uint8 made float there
     else:
-        errors = error_curve(module.net, digits, labels, width, kind, values)
+        digits, labels = data.test_digits()
+        if kind == "clutter":
+            errors = [batched_error(module.net, x, labels)
+                      for x in clutter_digits(digits, data.distortion.params(), values)]
+        elif len(data.dims) == 4:
+            errors = volume_curve(module.net, digits, labels, data.distortion, kind, values,
+                                  axis)
+        else:
+            errors = error_curve(module.net, digits, labels, data.dims[-1], kind, values)
     log.info("%s: %s", label, " ".join(f"{100 * e:.1f}" for e in errors))
     return label, errors
 

@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -29,6 +30,8 @@ from stnlab.errors import StnlabError
 log = logging.getLogger(__name__)
 
 REPORTED = (StnlabError, InstantiationException, FloatingPointError)  # bad input, not a bug
+ONE_LINE = (CompactHydraException, ValidationError, InterpolationResolutionError)
+"""Config errors besides ``REPORTED`` that ``one_line_errors`` reports in one line."""
 USER_FULL_ERROR = "STNLAB_USER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR while ours is 1
 
 
@@ -45,15 +48,23 @@ def run_reporting_errors(task, cfg: DictConfig):
     sweep goes on with its other jobs. ``HYDRA_FULL_ERROR=1`` re-raises it too, with its
     traceback.
     """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return task(cfg)
     except REPORTED as e:
         log.error("%s", describe(e))
-        if full_error() or (HydraConfig.initialized() and
-                            HydraConfig.get().mode == RunMode.MULTIRUN):
+        if full_error() or multirun:
             e.stnlab_logged = True  # for one_line_errors: said already
             raise
         raise SystemExit(2) from None
+    except ONE_LINE as e:  # one_line_errors says it; a multirun's job log says it too
+        if multirun:
+            log.error("%s", describe(e))
+            e.stnlab_logged = True
+        raise
+    except Exception as e:  # a bug: traceback as ever, and its line in the job's log file
+        log.error("crashed: %s: %s", type(e).__name__, e)  # for stnlab-report's failed jobs
+        raise
 
 
 def describe(e: BaseException) -> str:
@@ -94,6 +105,45 @@ def one_line(e: BaseException) -> str:
     return f"{where}: {message}" if where else message
 
 
+PATH_KEY = re.compile(r"(\+{0,2}(?:[\w-]+\.)*(?:ckpt_path|\w*_path|\w*_dir|dir|dirpath|root))=(.*)",
+                      re.DOTALL)
+"""Overrides whose value is a path: ``ckpt_path=``, ``paths.output_dir=``, ``data.root=``, ..."""
+
+
+def quote_paths(argv: list[str]) -> list[str]:
+    """``argv`` with each path value (``PATH_KEY``) quoted where Hydra's override grammar would
+    misread it: stnlab's own multirun job folders are named like ``0_model=cnn,seed=0``, so
+    ``ckpt_path=<job dir>`` works unquoted. A quoted value, or one that names no existing path
+    and parses as it is (``null``, ``last``, a sweep ``a,b``), is left alone."""
+    out = []
+    for arg in argv:
+        found = PATH_KEY.fullmatch(arg)
+        if found and _needs_quotes(found.group(2)):
+            arg = f"{found.group(1)}={_quote(found.group(2))}"
+        out.append(arg)
+    return out
+
+
+def _needs_quotes(value: str) -> bool:
+    if not value or value[0] in "'\"" or re.fullmatch(r"[\w./-]+", value):
+        return False
+    if os.path.exists(os.path.expanduser(value)):
+        return True
+    try:
+        OverridesParser.create().parse_override(f"key={value}")
+    except Exception:  # Hydra's grammar error: quoted, the path is at least reported as a path
+        return True
+    return False
+
+
+def _quote(value: str) -> str:
+    """Hydra's quoted string: a quote character the value lacks, else escaped quotes."""
+    for q in ("'", '"'):
+        if q not in value:
+            return f"{q}{value}{q}"
+    return "'" + value.replace("'", "\\'") + "'"
+
+
 @contextmanager
 def one_line_errors():
     """Around a ``@hydra.main`` call: a bad override or config (wrong type, unknown key or option)
@@ -101,13 +151,15 @@ def one_line_errors():
 
     Hydra is told ``HYDRA_FULL_ERROR=1`` so that its errors reach us; the user's own
     ``HYDRA_FULL_ERROR=1`` re-raises them with the traceback. Any other error keeps its traceback.
+    Path values in ``sys.argv`` are quoted first where Hydra needs it (``quote_paths``).
     """
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     saved = {k: os.environ.get(k) for k in ("HYDRA_FULL_ERROR", USER_FULL_ERROR)}
     os.environ[USER_FULL_ERROR] = "1" if full_error() else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         yield
-    except (*REPORTED, CompactHydraException, ValidationError, InterpolationResolutionError) as e:
+    except (*REPORTED, *ONE_LINE) as e:
         if os.environ[USER_FULL_ERROR] == "1":
             raise
         if not getattr(e, "stnlab_logged", False):  # a multirun's failed job was logged

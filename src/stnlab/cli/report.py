@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"stnlab-report: {len(rep.jobs)} job(s), {done} in the table"
           + (f", {bad} failed/missing (listed in the report)" if bad else "")
           + f" -> {out / 'report.md'}")
+    for job in rep.jobs:  # each failed job's own error (its log's last ERROR line)
+        if job.value is None and job.error:
+            print(f"  {job.status.upper()} {job.name}: {job.error}")
     return 0
 
 

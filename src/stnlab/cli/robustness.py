@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from stnlab.analysis.robustness import DEFAULT_VALUES, run_curve, write_curves
+from stnlab.analysis.robustness import AXES, DEFAULT_VALUES, run_curve, write_curves
 from stnlab.cli.args import ArgumentParser, finite_float
 from stnlab.errors import StnlabError
 from stnlab.run.evaluate import find_checkpoint
@@ -16,13 +16,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="stnlab-robustness",
         description="Test error of trained runs against the rotation angle, the scale or "
-                    "(cluttered runs) the clutter of the "
-                    "test digits: one curve per run, written as CSV and PNG.")
+                    "(cluttered runs) the clutter of the test digits (multi-digit runs: the "
+                    "sequence error of the rotated or scaled test images; volumetric runs: the "
+                    "test digits' slabs turned about --axis): one curve per run, as CSV and PNG.")
     parser.add_argument("runs", nargs="+", help="run directories or .ckpt files")
     parser.add_argument("--kind", choices=sorted(DEFAULT_VALUES), default="rotation")
     parser.add_argument("--values", type=finite_float, nargs="+", default=None,
                         help="angles in degrees, scale factors or clutter patch counts "
                              "(default: 0-180 by 15 / 0.5-1.5 / 0 4 8 16)")
+    parser.add_argument("--axis", choices=AXES, default="z",
+                        help="volumetric runs: the axis the slabs turn about (z: in the digit's "
+                             "plane, the default; x, y: tilting it)")
     parser.add_argument("--out", type=Path, default=Path("."), help="output folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -36,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             find_checkpoint(run)
         curves: dict[str, list[float]] = {}
         for run in args.runs:
-            label, errors = run_curve(run, args.kind, values)
+            label, errors = run_curve(run, args.kind, values, args.axis)
             if label in curves:  # two runs of one model, distortion and seed
                 label = f"{label} [{Path(run).resolve().name}]"
             curves[label] = errors

@@ -16,6 +16,7 @@ import torch
 from stnlab.data.digits import DigitDataModule
 from stnlab.data.distortions.clutter import Cluttered
 from stnlab.data.distortions.warp import DIGIT_SIZE, ink_box
+from stnlab.errors import DataSizeError
 
 BOXES = ("frame", "ink")
 
@@ -81,8 +82,8 @@ class ColocalisationMNIST(DigitDataModule):
         for name, (images, labels) in zip(("train", "val", "test"), splits, strict=True):
             mask = labels == self.digit_class
             if not mask.any():
-                raise ValueError(f"the {name} split has no digit {self.digit_class}; raise "
-                                 f"data.{'val' if name == 'val' else 'test'}_size")
+                raise DataSizeError(f"the {name} split has no digit {self.digit_class}; raise "
+                                    f"data.{'val' if name == 'val' else 'test'}_size")
             kept.append((images[mask], labels[mask]))
         return tuple(kept)
 

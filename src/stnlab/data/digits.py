@@ -39,6 +39,7 @@ from stnlab.data.loading import (
     keep_batched,
 )
 from stnlab.data.mnist import Digits, download, load_idx, load_sample, resolve_source
+from stnlab.errors import DataSizeError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 3  # 3: the fixed sets carry the digits' boxes
@@ -176,9 +177,9 @@ class DigitDataModule(FixedBatch, pl.LightningDataModule):
             n_test = SAMPLE_TEST_SIZE if self.test_size is None else int(self.test_size)
         n_val = int(self.val_size)
         if n_val + n_test >= len(pool):
-            raise ValueError(f"data.val_size + data.test_size = {n_val + n_test} leaves no "
-                             f"training digits out of {len(pool)} ({pool.source}); make them "
-                             "smaller.")
+            raise DataSizeError(f"data.val_size + data.test_size = {n_val + n_test} leaves no "
+                                f"training digits out of {len(pool)} ({pool.source}); make "
+                                f"their sum below {len(pool)}, e.g. data.val_size=500")
         perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.split_seed))
         test_idx, val_idx = perm[:n_test], perm[n_test:n_test + n_val]
         train_idx = perm[n_test + n_val:]

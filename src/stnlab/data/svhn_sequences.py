@@ -18,6 +18,7 @@ from stnlab.data.fixed_batch import FixedBatch
 from stnlab.data.loading import EpochShuffle, TensorBatches, atomic_save, keep_batched
 from stnlab.data.mnist import DataSourceError
 from stnlab.data.svhn import load_svhn
+from stnlab.errors import DataSizeError
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,8 @@ class SVHNSequenceData(FixedBatch, pl.LightningDataModule):
             xex, yex = self._read("extra")
             xtr, ytr = torch.cat([xtr, xex]), torch.cat([ytr, yex])
         if not 0 <= self.val_size < len(ytr):
-            raise ValueError(f"data.val_size={self.val_size} must be below the {len(ytr)} "
-                             "training images")
+            raise DataSizeError(f"data.val_size={self.val_size} must be below the {len(ytr)} "
+                                "training images; make it smaller, e.g. data.val_size=500")
         perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = perm[:self.val_size], perm[self.val_size:]
         xte, yte = self._read("test")

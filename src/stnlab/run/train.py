@@ -39,15 +39,17 @@ from stnlab.run.stages import run_stages
 log = logging.getLogger(__name__)
 
 
-def build_data_and_module(cfg: DictConfig):
+def build_data_and_module(cfg: DictConfig, data=None):
     """The DataModule and the task module around the configured net, shaped by the data.
 
     The data's ``task`` (what its batches hold) must be the module's and the model's (what it
     outputs: a model class's ``task``, else ``classification``): a mismatch is refused before
     any net is built, naming the options to choose. Sequence models also get the data's
-    ``max_length``."""
-    data = instantiate(cfg.data)
+    ``max_length``. ``data``: an instantiated ``cfg.data`` (``stnlab.run.evaluate``'s, placed on
+    the trained canvas), else built here."""
+    data = instantiate(cfg.data) if data is None else data
     data_task = getattr(data, "task", "classification")
+    channels, *size = data.dims
     module_cls = get_class(cfg.module._target_)
     module_task = getattr(module_cls, "task", "classification")
     if data_task != module_task:
@@ -61,17 +63,18 @@ def build_data_and_module(cfg: DictConfig):
         raise StnlabError(
             f"{type(data).__name__} gives {data_task} targets, but model "
             f"{cfg.model._target_.rsplit('.', 1)[-1]} outputs {model_task}; choose a model of "
-            f"that task ({options_for_task('model', data_task)}) or an experiment that does."
+            f"that task and data ({options_for_task('model', data_task, len(size))}) or an "
+            "experiment that does."
         )
-    channels, *size = data.dims
     model_ndim = getattr(get_class(cfg.model._target_), "input_ndim", len(size))
     if model_ndim != len(size):
         kind = {2: "images", 3: "volumes"}
         raise StnlabError(
             f"model {cfg.model._target_.rsplit('.', 1)[-1]} takes {kind.get(model_ndim)}, but "
             f"{type(data).__name__} gives {kind.get(len(size), f'{len(size)}-D data')} "
-            f"{tuple(data.dims)}; choose a model for that data (e.g. data=volumetric with "
-            "model=cnn3d or st_cnn3d, 2-D data with model=cnn, st_cnn, ...)."
+            f"{tuple(data.dims)}; choose a model for that data "
+            f"({options_for_task('model', data_task, len(size))}), or data for that model "
+            f"(e.g. {'data=volumetric' if model_ndim == 3 else 'data=mnist'})."
         )
     shape = {"max_length": data.max_length} if data_task == "sequence" else {}
     net = instantiate(cfg.model, in_channels=channels, in_size=list(size),
@@ -84,15 +87,31 @@ def build_data_and_module(cfg: DictConfig):
     return data, module
 
 
-def options_for_task(group: str, task: str) -> str:
+def options_for_task(group: str, task: str, ndim: int | None = None) -> str:
     """``<group>=<option>`` for every ``conf/<group>`` option whose class is of ``task`` (a
-    class without a ``task`` attribute is ``classification``)."""
+    class without a ``task`` attribute is ``classification``) and, given ``ndim``, takes data
+    of that many spatial dimensions (its ``input_ndim``, if it has one)."""
     options = []
     for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
-        target = OmegaConf.load(path).get("_target_")
-        if target and getattr(get_class(target), "task", "classification") == task:
+        target = _option_target(path)
+        if target is None:
+            continue
+        cls = get_class(target)
+        if getattr(cls, "task", "classification") == task and (
+                ndim is None or getattr(cls, "input_ndim", ndim) == ndim):
             options.append(f"{group}={path.stem}")
     return ", ".join(options) or f"none in conf/{group} trains {task} yet"
+
+
+def _option_target(path: Path, depth: int = 0) -> str | None:
+    """A config option's ``_target_``, or that of the option its ``defaults`` extend."""
+    node = OmegaConf.load(path)
+    if node.get("_target_") or depth > 5:
+        return node.get("_target_")
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and not entry.startswith("/"):
+            return _option_target(path.parent / f"{entry}.yaml", depth + 1)
+    return None
 
 
 def modules_for_task(task: str) -> str:
