@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .transforms import ALIGN_CORNERS
+from .transform_base import ALIGN_CORNERS
 
 
 def _pixel_affine(h: int, w: int) -> tuple[list[float], list[float]]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .layout import is_channels_last_map, nchw_keeping_grad_layout
 from .rows_sampling import bilinear_rows
-from .transforms import ALIGN_CORNERS
+from .transform_base import ALIGN_CORNERS
 
 SAMPLERS: tuple[str, ...] = ("bilinear", "nearest", "bicubic")
 PADDINGS: tuple[str, ...] = ("zeros", "border")
