@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stnlab.run.allocator import keep_freed_memory
+from stnlab.cli.allocator import keep_freed_memory
 from stnlab.spatial import rows_sampling
 from stnlab.spatial.layout import nchw_keeping_grad_layout
 from stnlab.spatial.sampling import sample

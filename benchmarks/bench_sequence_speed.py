@@ -31,8 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.cli.allocator import keep_freed_memory
 from stnlab.models import SequenceCNN, SequenceSTCNNMulti, SequenceSTCNNSingle
-from stnlab.run.allocator import keep_freed_memory
 
 MODELS = {"CNN": SequenceCNN, "ST-CNN Single": SequenceSTCNNSingle,
           "ST-CNN Multi": SequenceSTCNNMulti}

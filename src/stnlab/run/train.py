@@ -32,7 +32,6 @@ from stnlab.callbacks import Preempted, RunConfigInCheckpoint
 from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
 from stnlab.config.validate import check_config
 from stnlab.errors import CheckpointNotFoundError, StnlabError
-from stnlab.run.allocator import keep_freed_memory
 from stnlab.run.distributed import JOB_CONFIG_ENV, check_ranks_agree, end_distributed, is_ddp_child
 from stnlab.run.loggers import build_loggers, finish_loggers, log_run_config
 
@@ -158,8 +157,6 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint and write results.json; returns the results."""
     check_config(cfg)  # every value in range before anything is written or built
-    if cfg.get("keep_freed_memory", True):
-        keep_freed_memory()
     started = time.time()
     env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)
