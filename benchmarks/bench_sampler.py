@@ -1,7 +1,7 @@
 """The sampler on a channels-last feature map: CPU ``grid_sample`` (through the NCHW copy and
-its channels-last gradient) against the two kernels of ``sample()``'s rows sampler, the numba
-one (what float32 runs) and the ``embedding_bag`` fallback (docs/performance.md, "Sequence
-models": ST-CNN Multi's 32-channel 32x32 map).
+its channels-last gradient) against the two paths of ``sample()``'s rows sampler, the numba
+kernels (``stnlab[cpu]``) and the pure-PyTorch ``embedding_bag`` path that runs without numba
+(docs/performance.md, "Sequence models": ST-CNN Multi's 32-channel 32x32 map).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_sampler.py [--shape 64 32 32 32]
 
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from stnlab.cli.allocator import keep_freed_memory
-from stnlab.spatial import rows_sampling
+from stnlab.spatial import _cpu
 from stnlab.spatial.layout import nchw_keeping_grad_layout
-from stnlab.spatial.sampling import sample
+from stnlab.spatial.rows_sampling import bilinear_rows
 
 
 def grid_sample_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -31,9 +31,9 @@ def grid_sample_path(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 PATHS = {"grid_sample": grid_sample_path,
-         # the rows sampler's fallback (and what it was before the numba kernels)
-         "embedding_bag rows": rows_sampling._embedding_bag_rows,
-         "numba rows (sample)": sample}
+         # the rows sampler without numba (and what it was before the numba kernels)
+         "embedding_bag rows": lambda u, grid: bilinear_rows(u, grid, kernels="torch"),
+         "numba rows": lambda u, grid: bilinear_rows(u, grid, kernels="numba")}
 
 
 def main() -> None:
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     keep_freed_memory()  # as stnlab-train does
+    paths = {k: fn for k, fn in PATHS.items() if k != "numba rows" or _cpu.load(False)}
     torch.manual_seed(0)
     b, c, h, w = args.shape
     theta = torch.tensor([[0.9, 0.1, 0.05], [-0.1, 0.9, 0.0]]).expand(b, 2, 3)
@@ -49,12 +50,12 @@ def main() -> None:
     u = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
     grid = grid0.clone().requires_grad_()
     g_out = torch.randn(b, c, h, w).contiguous(memory_format=torch.channels_last)
-    times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd+bwd": []} for k in PATHS}
-    for fn in PATHS.values():
+    times: dict[str, dict[str, list[float]]] = {k: {"fwd": [], "fwd+bwd": []} for k in paths}
+    for fn in paths.values():
         fn(u, grid).backward(g_out)  # warm-up
     for r in range(args.repeats):
-        for name in (list(PATHS) if r % 2 == 0 else list(reversed(PATHS))):
-            fn = PATHS[name]
+        for name in (list(paths) if r % 2 == 0 else list(reversed(paths))):
+            fn = paths[name]
             t0 = time.perf_counter()
             out = fn(u, grid)
             t1 = time.perf_counter()

@@ -8,6 +8,16 @@
 >>> st3 = SpatialTransformer(1, (32, 32, 32), transform="affine3d")   # volumes (B, C, D, H, W)
 
 No Lightning, no Hydra: drop it into any ``nn.Module``.
+
+Every warp goes through :func:`sample`, which takes one of these paths, all with
+``grid_sample``'s values and gradients up to float rounding:
+
+- ``torch.nn.functional.grid_sample``: every mode and padding, volumes, NCHW maps, GPUs.
+- A channels-last CPU feature map (what the CNNs hand a transformer), bilinear with zero padding:
+  sampled as rows of its ``(B*H*W, C)`` view (``rows_sampling.py``), so that the output and
+  the map's gradient stay channels-last. With numba (``pip install "stnlab[cpu]"``; ``make
+  install`` has it) numba kernels do it (``_cpu/``); without numba, or with
+  ``STNLAB_NUMBA=0``, pure PyTorch (``embedding_bag``), about 4x slower there.
 """
 
 from .localisation import LOCALISATIONS, ConvLocalisation, FCLocalisation, make_localisation

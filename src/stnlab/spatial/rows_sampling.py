@@ -2,39 +2,32 @@
 view: each output pixel is the weighted sum of its four neighbours' channel vectors.
 
 CPU ``grid_sample`` reads and writes NCHW; here the output and the map's gradient stay
-channels-last like the convolutions around them. Two kernels, both with ``grid_sample``'s values
-and gradients up to float rounding:
+channels-last like the convolutions around them. Two implementations, both with
+``grid_sample``'s values and gradients up to float rounding (tests/test_spatial.py):
 
-- numba (float32 and float64, eager mode; ``rows_kernels.py``): each pixel's neighbours found
-  once, a gather forward, a backward that scatters the map's gradient and takes the grid's
-  from the same rows. ST-CNN Multi's sampler forward + backward on its 32-channel 32x32 map,
-  1 thread: 28.6 -> 6.8 ms (``benchmarks/bench_sampler.py``; docs/performance.md).
-- ``F.embedding_bag`` over the rows, the bilinear weights as per-sample weights (autograd gives
-  both gradients): every other case (half precision, ``torch.compile`` tracing, numba missing).
+- the numba kernels of ``stnlab.spatial._cpu`` (the optional ``stnlab[cpu]`` extra): float32
+  and float64 in eager mode. ST-CNN Multi's sampler forward + backward on its 32-channel 32x32
+  map, 1 thread: 6.8 ms (``benchmarks/bench_sampler.py``).
+- pure PyTorch, ``F.embedding_bag`` over the rows with the bilinear weights as per-sample
+  weights (autograd gives both gradients): everything else (numba not installed,
+  ``STNLAB_NUMBA=0``, half precision, ``torch.compile`` tracing). 28.6 ms on that map, against
+  40.0 ms for ``grid_sample`` through an NCHW copy: the faster of the two pure-PyTorch paths.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .transform_base import ALIGN_CORNERS
+from . import _cpu
+from .transform_base import _pixel_affine
 
-
-def _pixel_affine(h: int, w: int) -> tuple[list[float], list[float]]:
-    """``scale, offset`` (x, y) that turn normalised grid coordinates into pixel coordinates
-    of an ``h x w`` map: ``pixel = g * scale + offset`` (the library's ``ALIGN_CORNERS``)."""
-    if ALIGN_CORNERS:
-        return [(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2]
-    return [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
+KERNELS: tuple[str, ...] = ("auto", "numba", "torch")
 
 
 def _embedding_bag_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """The fallback: one ``embedding_bag`` over the rows (its backward sorts the indices)."""
+    """The pure-PyTorch path: one ``embedding_bag`` over the rows (its backward sorts the
+    indices)."""
     b, c, h, w = u.shape
     rows = u.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view of a channels-last map
     scale, offset = _pixel_affine(h, w)
@@ -55,78 +48,33 @@ def _embedding_bag_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out.view(b, *x.shape[1:], c).permute(0, 3, 1, 2)
 
 
-@functools.cache
-def _kernels():
-    """The numba kernels' module, or ``None`` without numba (the ``embedding_bag`` path)."""
-    try:
-        from . import rows_kernels
-    except ImportError:  # numba is a dependency: only a hand-made environment lacks it
-        return None
-    except RuntimeError as err:  # e.g. numba finds no writable folder for its cache
-        warnings.warn(f"stnlab's numba sampler kernels are unavailable ({err}); sampling "
-                      "channels-last maps falls back to the slower embedding_bag path "
-                      "(set NUMBA_CACHE_DIR to a writable folder)", RuntimeWarning,
-                      stacklevel=2)
-        return None
-    return rows_kernels
-
-
 def _compiling() -> bool:
     """Inside ``torch.compile`` tracing (which cannot trace numba): torch >= 2.3 says so."""
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     return bool(is_compiling and is_compiling())
 
 
-def _rows(t: torch.Tensor):
-    """A channels-last ``(B, C, H, W)`` tensor as its ``(B*H*W, C)`` array (no copy)."""
-    return t.detach().permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
-
-
-class _NumbaRows(torch.autograd.Function):
-    """The numba kernels under autograd: the map's gradient comes back channels-last, the
-    grid's in the grid's own layout."""
-
-    @staticmethod
-    def forward(ctx, u, grid):
-        b, c, h, w = u.shape
-        kernels = _kernels()
-        n = grid.shape[0] * grid.shape[1] * grid.shape[2]
-        index = torch.empty(n, 4, dtype=torch.int32)
-        weight, mask = torch.empty(n, 4, dtype=u.dtype), torch.empty(n, 4, dtype=u.dtype)
-        frac = torch.empty(n, 2, dtype=u.dtype)
-        dt = weight.numpy().dtype
-        scale, offset = (np.array(v, dtype=dt) for v in _pixel_affine(h, w))
-        kernels.neighbours(grid.detach().numpy(), h, w, scale, offset, index.numpy(),
-                           weight.numpy(), frac.numpy(), mask.numpy())
-        out = torch.empty(b, c, *grid.shape[1:3], dtype=u.dtype,
-                          memory_format=torch.channels_last)
-        kernels.forward(_rows(u), index.numpy(), weight.numpy(), _rows(out))
-        ctx.save_for_backward(u, grid, index, weight, frac, mask)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        u, grid, index, weight, frac, mask = (t.detach() for t in ctx.saved_tensors)
-        need_u, need_grid = ctx.needs_input_grad
-        rows = _rows(u)
-        gu = torch.zeros_like(u, memory_format=torch.channels_last) if need_u else None
-        ggrid = torch.empty_like(grid) if need_grid else grid[:0]
-        _kernels().backward(rows, index.numpy(), weight.numpy(), frac.numpy(), mask.numpy(),
-                            ctx.scale, _rows(grad.contiguous(memory_format=torch.channels_last)),
-                            _rows(gu) if need_u else rows[:0], ggrid.numpy(), need_u, need_grid)
-        return gu, (ggrid if need_grid else None)
-
-
-def bilinear_rows(u: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def bilinear_rows(u: torch.Tensor, grid: torch.Tensor, kernels: str = "auto") -> torch.Tensor:
     """Sample a channels-last CPU map ``u`` ``(B, C, H, W)`` at normalised ``grid``
     ``(B, H', W', 2)`` of ``u``'s dtype (bilinear, zero padding) -> a channels-last
-    ``(B, C, H', W')``."""
-    if (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and grid.numel() > 0
-            and not _compiling() and _kernels() is not None):
-        return _NumbaRows.apply(u, grid)
+    ``(B, C, H', W')``.
+
+    ``kernels``: ``"auto"`` the numba kernels where they run (else pure PyTorch), ``"torch"``
+    always pure PyTorch, ``"numba"`` the numba kernels or an error saying why not."""
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown kernels {kernels!r}; valid names: {', '.join(KERNELS)}")
+    if kernels == "torch":
+        return _embedding_bag_rows(u, grid)
+    numba_rows = _cpu.load(respect_switch=kernels == "auto")
+    fits = (u.dtype in (torch.float32, torch.float64) and u.numel() > 0 and grid.numel() > 0
+            and not _compiling())
+    if numba_rows is not None and fits:
+        return numba_rows.NumbaRows.apply(u, grid)
+    if kernels == "numba":
+        why = ("numba is not installed (pip install 'stnlab[cpu]')" if numba_rows is None else
+               "they take non-empty float32/float64 tensors in eager mode")
+        raise RuntimeError(f"the numba sampler kernels cannot run: {why}")
     return _embedding_bag_rows(u, grid)
 
 
-__all__ = ["bilinear_rows"]
+__all__ = ["KERNELS", "bilinear_rows"]
