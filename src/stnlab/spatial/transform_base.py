@@ -87,14 +87,6 @@ def base_grid(
     return _cached(_BASE_GRID_CACHE, (h, w, device, dtype), build)
 
 
-def _pixel_affine(h: int, w: int) -> tuple[list[float], list[float]]:
-    """``scale, offset`` (x, y) that turn normalised grid coordinates into pixel coordinates
-    of an ``h x w`` map: ``pixel = g * scale + offset`` (the library's ``ALIGN_CORNERS``)."""
-    if ALIGN_CORNERS:
-        return [(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2]
-    return [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
-
-
 def _rows_to_grid(rows: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """``(B * n, prod(size))`` coordinate rows (``x``, ``y``[, ``z``]) -> ``(B, *size, n)``,
     ``n = len(size)`` (a permuted view, no copy)."""

@@ -8,8 +8,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..transform_base import _pixel_affine
+from ..transform_base import ALIGN_CORNERS
 from . import kernels
+
+
+def _pixel_affine(h: int, w: int) -> tuple[list[float], list[float]]:
+    """``scale, offset`` (x, y) that turn normalised grid coordinates into pixel coordinates
+    of an ``h x w`` map: ``pixel = g * scale + offset`` (the library's ``ALIGN_CORNERS``)."""
+    if ALIGN_CORNERS:
+        return [(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2]
+    return [w / 2, h / 2], [(w - 1) / 2, (h - 1) / 2]
 
 
 def _rows(t: torch.Tensor):
