@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweep,cpu]"
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install stnlab with its dev and sweep extras
+install: $(STAMP)  ## create .venv and install stnlab with its dev, sweep and cpu (numba) extras
 
 train: install  ## train the default experiment (ARGS="model=cnn" etc. for Hydra overrides)
 	$(BIN)/stnlab-train $(ARGS)

@@ -13,8 +13,8 @@ schedule and label-smoothed loss in a plain loop, with a validation pass per epo
 test pass at the end, computed as plain sums. Rounds alternate the two so that drift in the
 machine's speed hits both; the ratio is that of the median wall times (min beside it).
 
-The warm-up runs ``train`` first in every process, which keeps freed memory for the process
-(``keep_freed_memory=true``, ``stnlab.run.allocator``): both loops then run under that policy.
+The warm-up first keeps freed memory in every process, as ``stnlab-train`` does by default
+(``keep_freed_memory=true``, ``stnlab.cli.allocator``): both loops then run under that policy.
 
 Images/second counts training images only (steps x batch size) over the whole wall time of
 a run (fit, validation, test), so the ratio is the whole run's. Beside the wall times: the
@@ -48,6 +48,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from stnlab.cli.allocator import keep_freed_memory
 from stnlab.config import CONFIG_DIR
 from stnlab.run.train import build_data_and_module, train
 from stnlab.spatial import localisation_parameters
@@ -126,7 +127,9 @@ MAKE = {"bare": bare, "framework": framework}
 
 
 def warm_up(root: Path, data_dir: Path, overrides: list[str]) -> None:
-    """One epoch through the framework: the imports and the fixed sets' cache, before timing."""
+    """stnlab-train's allocator policy, then one epoch through the framework: the imports and
+    the fixed sets' cache, before timing."""
+    keep_freed_memory()
     short = [o for o in overrides if not o.startswith("trainer.max_epochs=")]
     framework(make_cfg(root, data_dir, [*short, "trainer.max_epochs=1"]))
 

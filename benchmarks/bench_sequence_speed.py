@@ -31,8 +31,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.cli.allocator import keep_freed_memory
+from stnlab.cpu import use_small_input_conv
 from stnlab.models import SequenceCNN, SequenceSTCNNMulti, SequenceSTCNNSingle
-from stnlab.run.allocator import keep_freed_memory
 
 MODELS = {"CNN": SequenceCNN, "ST-CNN Single": SequenceSTCNNSingle,
           "ST-CNN Multi": SequenceSTCNNMulti}
@@ -70,6 +71,8 @@ def bench(batch: int, steps: int, rounds: int, warmup: int, arch: str = "study",
     models = {k: cls(1, 64, 11, **ARCHS[arch]) for k, cls in MODELS.items()}
     if ablate:
         models.update(ablations(ARCHS[arch]))
+    for m in models.values():
+        use_small_input_conv(m)  # as stnlab-train does (small_input_conv: true)
     inputs = {k: x.clone().requires_grad_() if k == "CNN, input grad" else x for k in models}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
     for k, m in models.items():

@@ -21,9 +21,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.cpu import use_small_input_conv
 from stnlab.models import CNN3D, STCNN3D
-from stnlab.models.volumetric import SmallInputConv3d
 
+SMALL_INPUT_CONV = True  # --native-input-grad: False
 
 def _step(model, opt, x, y) -> None:
     opt.zero_grad(set_to_none=True)
@@ -39,6 +40,8 @@ def bench(size: int, batch: int, rounds: int, steps: int, warmup: int, transform
         "cnn3d": CNN3D(1, (size,) * 3, 10),
         "st_cnn3d": STCNN3D(1, (size,) * 3, 10, transform=transform),
     }
+    for m in models.values() if SMALL_INPUT_CONV else ():
+        use_small_input_conv(m)  # as stnlab-train does (small_input_conv: true)
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
     for k, m in models.items():
         m.train()
@@ -77,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.native_input_grad:
-        SmallInputConv3d.MAX_CHANNELS = 0
+    global SMALL_INPUT_CONV
+    SMALL_INPUT_CONV = not args.native_input_grad
     r = bench(args.size, args.batch, args.rounds, args.steps, args.warmup, args.transform)
     print(
         f"torch {torch.__version__}, {args.threads} threads, {args.size}^3, batch "

@@ -26,11 +26,13 @@ import time
 import torch
 import torch.nn.functional as F
 
+from stnlab.cpu import use_small_input_conv
 from stnlab.models import CNN, STCNN
-from stnlab.models.backbones import SmallInputConv2d
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
+
+SMALL_INPUT_CONV = True  # --native-input-grad: False
 
 def _jiffies() -> tuple[int, int] | None:
     """(busy jiffies of the whole machine, jiffies of this process) or None if unknown."""
@@ -63,6 +65,8 @@ def bench_size(size: int, batch: int, steps: int, min_clean: int, max_rounds: in
         "st_cnn": STCNN(1, (size, size), 10, st_out_size=(st_out or size, st_out or size),
                         channels_last=channels_last, **st_kwargs),
     }
+    for m in models.values() if SMALL_INPUT_CONV else ():
+        use_small_input_conv(m)  # as stnlab-train does (small_input_conv: true)
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01) for k, m in models.items()}
     for k, m in models.items():
         m.train()
@@ -128,8 +132,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.native_input_grad:
-        SmallInputConv2d.MAX_CHANNELS = 0
+    global SMALL_INPUT_CONV
+    SMALL_INPUT_CONV = not args.native_input_grad
     st_kwargs = {"transform": args.transform}
     if args.loc_downsample is not None:
         st_kwargs["loc_downsample"] = args.loc_downsample

@@ -380,12 +380,31 @@ def test_fc_localisation_hands_a_channels_last_maps_gradient_back_channels_last(
     torch.testing.assert_close(grads["last"], grads["plain"], rtol=1e-12, atol=1e-12)
 
 
-def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_values():
-    """A conv feature map in channels-last (the CNNs' CPU layout) is sampled as rows of its
-    ``(B*H*W, C)`` view (``embedding_bag``): the values and both gradients of ``grid_sample`` on
-    its NCHW copy (float64: to rounding; gradcheck), a NaN coordinate still NaN, and the output
-    and the gradient that reaches the layer before in the map's own layout (no conversion in the
+def _path(path: str, monkeypatch) -> None:
+    """``numba``: the kernels of ``stnlab.spatial._cpu`` (skipped where numba, the ``stnlab[cpu]``
+    extra, is not installed); ``grid_sample``: the path without numba, forced by
+    ``STNLAB_NUMBA=0`` where it is installed."""
+    from stnlab.spatial import _cpu
+
+    if path == "numba":
+        pytest.importorskip("numba")
+        monkeypatch.delenv(_cpu.ENV_SWITCH, raising=False)
+        assert _cpu.available()
+    else:
+        monkeypatch.setenv(_cpu.ENV_SWITCH, "0")
+        assert not _cpu.available()
+
+
+@pytest.mark.parametrize("path", ["numba", "grid_sample"])
+def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_values(
+    path, monkeypatch
+):
+    """A conv feature map in channels-last (the CNNs' CPU layout), by the numba kernels or
+    without them: the values and both gradients of ``grid_sample`` on its NCHW copy (float64:
+    to rounding; gradcheck), a NaN coordinate still NaN, and the output (numba) and the
+    gradient that reaches the layer before in the map's own layout (no conversion in the
     convolutions around it)."""
+    _path(path, monkeypatch)
     torch.manual_seed(0)
     x = torch.randn(3, 8, 10, 12, dtype=torch.float64)
     grid = torch.rand(3, 7, 9, 2, dtype=torch.float64) * 2.4 - 1.2  # some of it outside
@@ -399,7 +418,7 @@ def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_valu
         outs[name] = sample(u, g)
         (outs[name] * weight).sum().backward()
         grads[name + " grid"] = g.grad
-    assert outs["last"].is_contiguous(memory_format=torch.channels_last)
+    assert outs["last"].is_contiguous(memory_format=torch.channels_last) == (path == "numba")
     assert grads["last"].is_contiguous(memory_format=torch.channels_last)
     for key in ("", " grid"):
         torch.testing.assert_close(grads["last" + key], grads["plain" + key], rtol=1e-12,
@@ -416,15 +435,15 @@ def test_sampling_a_channels_last_map_stays_channels_last_with_grid_samples_valu
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
-    """The numba kernels (float32/64, eager) and the ``embedding_bag`` fallback (half precision,
-    ``torch.compile``, no numba) each give ``grid_sample``'s output, map gradient and grid
-    gradient, with neighbours outside the map, a planar grid of another size (as the linear
-    families make it) and an NCHW gradient coming in; a NaN coordinate gives NaN in that pixel
-    only."""
-    from stnlab.spatial import rows_sampling
+def test_the_numba_kernels_give_grid_samples_values_and_gradients(dtype):
+    """The numba kernels and the path without them (``grid_sample``): the same output, map
+    gradient and grid gradient (float64 to 1e-12, float32 to 1e-5), with neighbours outside
+    the map, a planar grid of another size (as the linear families make it) and an NCHW
+    gradient coming in; the map's gradient channels-last, the grid's in the grid's layout;
+    gradcheck in float64; a NaN coordinate gives NaN in that pixel only."""
+    pytest.importorskip("numba")
+    from stnlab.spatial._cpu import sample_rows
 
-    assert rows_sampling._kernels() is not None  # numba is a dependency: the fast path runs
     torch.manual_seed(1)
     x = torch.randn(2, 5, 9, 7, dtype=dtype)
     # planar, as the linear families make it: a (B, 2, H', W') tensor seen as (B, H', W', 2)
@@ -432,44 +451,51 @@ def test_both_rows_kernels_give_grid_samples_values_and_gradients(dtype):
     g_out = torch.randn(2, 5, 6, 8, dtype=dtype)  # NCHW: the kernel takes any layout
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     results = {}
-    for name in ("grid_sample", "numba", "embedding_bag"):
+    for name in ("grid_sample", "numba"):
         u = x.contiguous(memory_format=torch.channels_last).requires_grad_()
         g = grid.clone().requires_grad_()
         if name == "grid_sample":
             out = torch.nn.functional.grid_sample(u.contiguous(), g, align_corners=False)
-        elif name == "numba":
-            out = rows_sampling._NumbaRows.apply(u, g)
         else:
-            out = rows_sampling._embedding_bag_rows(u, g)
-        if name != "grid_sample":
+            out = sample_rows(u, g)
             assert out.is_contiguous(memory_format=torch.channels_last)
         out.backward(g_out)
         results[name] = (out, u.grad, g.grad)
-    for name in ("numba", "embedding_bag"):
-        for got, want in zip(results[name], results["grid_sample"], strict=True):
-            torch.testing.assert_close(got, want, **tol)
+    assert results["numba"][2].abs().sum() > 0
+    for got, want in zip(results["numba"], results["grid_sample"], strict=True):
+        torch.testing.assert_close(got, want, **tol)
     assert results["numba"][1].is_contiguous(memory_format=torch.channels_last)
     assert results["numba"][2].stride() == grid.stride()  # the grid's gradient in its layout
     if dtype == torch.float64:
         u = x[:, :3, :5, :4].contiguous(memory_format=torch.channels_last).requires_grad_()
         coords = (grid[:, :3, :4] * 1.1).requires_grad_()
-        assert torch.autograd.gradcheck(rows_sampling.bilinear_rows, (u, coords))
+        assert torch.autograd.gradcheck(sample_rows, (u, coords))
     coords = grid.clone()
     coords[1, 2, 3, 1] = float("nan")
-    out = rows_sampling.bilinear_rows(x.contiguous(memory_format=torch.channels_last), coords)
+    out = sample_rows(x.contiguous(memory_format=torch.channels_last), coords)
     assert out[1, :, 2, 3].isnan().all() and out.isnan().sum() == x.shape[1]
 
 
-def test_rows_sampling_of_half_precision_takes_the_embedding_bag_path():
-    """bfloat16 (numpy has no such type) samples through ``embedding_bag``: float32's values of
-    the same rounded inputs, to bfloat16's precision (its pixel coordinates are bfloat16)."""
-    from stnlab.spatial.rows_sampling import bilinear_rows
+def test_without_numba_or_switched_off_sample_takes_grid_sample(monkeypatch):
+    """``STNLAB_NUMBA=0`` (or no numba) sends ``sample()`` to ``grid_sample``: float64 to
+    rounding the values it gives with the kernels; half precision and empty batches never
+    reach the kernels; asking the kernels directly without numba says what to install."""
+    from stnlab.spatial import _cpu
 
     torch.manual_seed(2)
-    u = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
-    grid = torch.rand(2, 5, 5, 2) * 2 - 1
-    u, grid = u.bfloat16(), grid.bfloat16()
-    out = bilinear_rows(u, grid)
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), bilinear_rows(u.float(), grid.float()), rtol=0.05,
-                               atol=0.1)
+    u = torch.randn(2, 4, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    grid = torch.rand(2, 5, 5, 2, dtype=torch.float64) * 2 - 1
+    auto = sample(u, grid)
+    assert not _cpu.can_sample(u.bfloat16(), grid.bfloat16())
+    assert not _cpu.can_sample(u[:0], grid[:0])
+    monkeypatch.setenv(_cpu.ENV_SWITCH, "0")
+    assert not _cpu.can_sample(u, grid)
+    off = sample(u, grid)
+    assert off.is_contiguous()  # grid_sample's NCHW output
+    torch.testing.assert_close(off, auto, rtol=1e-12, atol=1e-12)
+    half = sample(u.bfloat16(), grid.bfloat16())
+    torch.testing.assert_close(half.float(), auto.float(), rtol=0.05, atol=0.1)
+    if _cpu._import() is None:
+        with pytest.raises(RuntimeError, match=r"pip install 'stnlab\[cpu\]'"):
+            _cpu.sample_rows(u, grid)
+

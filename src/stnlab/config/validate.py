@@ -216,6 +216,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ("seed", SEED),
     ("test", BOOL),
     ("keep_freed_memory", BOOL),
+    ("small_input_conv", BOOL),
     # data
     ("data.distortion", choice(_distortions, ignore_case=True)),
     ("data.source", choice(_sources)),

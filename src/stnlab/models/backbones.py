@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stnlab.spatial import SpatialTransformer, spatial_transformers
@@ -61,100 +60,10 @@ def _conv_plan(
     return channels, kernel_sizes
 
 
-_CHUNK_BYTES = 4 << 20
-
-
-def _input_grad_depthwise(grad_out: torch.Tensor, weight: torch.Tensor, padding) -> torch.Tensor:
-    """Gradient of a stride-1 convolution (2-D or 3-D) wrt its input, for few input channels.
-
-    ``grad_x[:, i] = sum_o conv(grad_y[:, o], flip(w[o, i]))``: one depthwise convolution per
-    input channel in channels-last layout, then a sum over the output channels. On CPU this is
-    5-6x faster than the native backward when the input has one channel (the native kernel is
-    poorly vectorised for a single output channel).
-    """
-    oc, ic = weight.shape[:2]
-    kernel = weight.shape[2:]
-    nd = weight.dim() - 2
-    conv = F.conv2d if nd == 2 else F.conv3d
-    layout = torch.channels_last if nd == 2 else torch.channels_last_3d
-    g = grad_out.contiguous(memory_format=layout)
-    wf = weight.flip(list(range(2, 2 + nd)))  # a list: dynamo misreads flip(*range(...))
-    pad = [k - 1 - p for k, p in zip(kernel, padding, strict=True)]
-    in_size = [o + k - 1 - 2 * p for o, k, p in zip(g.shape[2:], kernel, padding, strict=True)]
-    grad_x = g.new_empty(g.shape[0], ic, *in_size)
-    # a few images at a time: the depthwise output (oc channels) stays in cache for its sum
-    step = max(1, _CHUNK_BYTES // max(1, math.prod(g.shape[1:]) * g.element_size()))
-    for i in range(ic):
-        w_i = wf[:, i : i + 1].contiguous()
-        for start in range(0, g.shape[0], step):
-            y = conv(g[start : start + step], w_i, padding=pad, groups=oc)
-            # channels-last: a sum over the innermost axis
-            torch.sum(y, 1, keepdim=True, out=grad_x[start : start + step, i : i + 1])
-    return grad_x
-
-
-class _SmallInputConvFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, padding):
-        ctx.save_for_backward(x, weight)
-        ctx.padding = padding
-        ctx.has_bias = bias is not None
-        conv = F.conv2d if weight.dim() == 4 else F.conv3d
-        return conv(x, weight, bias, padding=padding)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        # under autocast (bf16-mixed) the forward ran in bf16 on float32 inputs: the gradients
-        # are computed in the parameters' dtype, as autograd's own conv backward returns them
-        grad_out, x = grad_out.to(weight.dtype), x.to(weight.dtype)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _input_grad_depthwise(grad_out, weight, ctx.padding)
-        need_w = bool(ctx.needs_input_grad[1])
-        need_b = bool(ctx.has_bias and ctx.needs_input_grad[2])
-        if need_w or need_b:
-            ones, zeros = [1] * (weight.dim() - 2), [0] * (weight.dim() - 2)
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, ones,
-                list(ctx.padding), ones, False, zeros, 1, [False, need_w, need_b],
-            )
-        return grad_x, grad_w, grad_b, None
-
-
-class _SmallInputConv:
-    """The ``forward`` of ``SmallInputConv2d`` / ``SmallInputConv3d`` (mixed into the conv)."""
-
-    MAX_CHANNELS = 3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.requires_grad
-            and torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and self.in_channels <= self.MAX_CHANNELS
-            and self.groups == 1
-            and all(s == 1 for s in self.stride)
-            and all(d == 1 for d in self.dilation)
-            and self.padding_mode == "zeros"
-            and isinstance(self.padding, tuple)
-        ):
-            return _SmallInputConvFn.apply(x, self.weight, self.bias, self.padding)
-        return super().forward(x)
-
-
-class SmallInputConv2d(_SmallInputConv, nn.Conv2d):
-    """``nn.Conv2d`` (stride 1, same parameters and state dict) whose backward computes the
-    input gradient with depthwise convolutions when the input has at most
-    ``MAX_CHANNELS`` channels and needs a gradient: the case of a CNN's first layer behind a
-    spatial transformer, which otherwise dominates the transformer's training cost on CPU."""
-
-
 class ConvBlock(nn.Sequential):
     """``conv k x k ('same' padding) -> [batch norm] -> ReLU -> max-pool``."""
 
-    _conv: type[nn.Module] = SmallInputConv2d
+    _conv: type[nn.Module] = nn.Conv2d
     _max_pool: type[nn.Module] = nn.MaxPool2d
     _norm: type[nn.Module] = nn.BatchNorm2d
 
@@ -252,4 +161,4 @@ class FCN(_Model):
         return self.classifier(self.features(x))
 
 
-__all__ = ["CNN", "FCN", "ConvBlock", "SmallInputConv2d"]
+__all__ = ["CNN", "FCN", "ConvBlock"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from stnlab.spatial import SpatialTransformer
 
-from .backbones import SmallInputConv2d, _Model, ints, size2
+from .backbones import _Model, ints, size2
 
 
 def loc_downsample_for(channels: int, size: tuple[int, int], max_features: int) -> int:
@@ -36,8 +36,8 @@ def conv_block(in_channels: int, out_channels: int, kernel_size: int,
     """``conv k x k ('same') -> [batch norm] -> max-pool -> ReLU`` (``pool=1``: no pooling):
     the ReLU after the pool gives the same values and gradients (both are monotone) on a
     quarter of the elements (the sequence CNN's CPU step 151 -> 138 ms, docs/performance.md)."""
-    layers: list[nn.Module] = [SmallInputConv2d(in_channels, out_channels, kernel_size,
-                                                padding=kernel_size // 2, bias=not norm)]
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size,
+                                         padding=kernel_size // 2, bias=not norm)]
     if norm:
         layers.append(nn.BatchNorm2d(out_channels))
     if pool > 1:

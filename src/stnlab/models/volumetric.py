@@ -11,20 +11,13 @@ from torch import nn
 from stnlab.spatial import SpatialTransformer
 from stnlab.spatial.transforms3d import _size3
 
-from .backbones import ConvBlock, _conv_body, _Model, _SmallInputConv
-
-
-class SmallInputConv3d(_SmallInputConv, nn.Conv3d):
-    """``nn.Conv3d`` (same parameters and state dict) with a faster input gradient when the
-    input has at most ``MAX_CHANNELS`` channels and needs one: the first layer behind a
-    volumetric transformer, where PyTorch's own CPU kernel is several times slower (STCNN3D's
-    training step at 32^3 is ~10% faster; the 3-D version of ``backbones.SmallInputConv2d``)."""
+from .backbones import ConvBlock, _conv_body, _Model
 
 
 class ConvBlock3D(ConvBlock):
     """``conv k^3 ('same' padding) -> [batch norm] -> ReLU -> max-pool``."""
 
-    _conv = SmallInputConv3d
+    _conv = nn.Conv3d
     _max_pool = nn.MaxPool3d
     _norm = nn.BatchNorm3d
 
@@ -134,4 +127,4 @@ class STCNN3D(_Model3D):
         return self.classifier(self.features(self._to_memory_format(v)))
 
 
-__all__ = ["CNN3D", "STCNN3D", "ConvBlock3D", "SmallInputConv3d"]
+__all__ = ["CNN3D", "STCNN3D", "ConvBlock3D"]

@@ -29,9 +29,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from stnlab.callbacks import Preempted, RunConfigInCheckpoint
 from stnlab.config import CONFIG_DIR, instantiate_dict, to_plain
 from stnlab.config.validate import check_config
+from stnlab.cpu import use_small_input_conv
 from stnlab.errors import CheckpointNotFoundError, StnlabError
 from stnlab.io import write_json
-from stnlab.run.allocator import keep_freed_memory
 from stnlab.run.distributed import JOB_CONFIG_ENV, check_ranks_agree, end_distributed, is_ddp_child
 from stnlab.run.loggers import build_loggers, finish_loggers, log_run_config
 from stnlab.run.stages import run_stages
@@ -79,6 +79,8 @@ def build_data_and_module(cfg: DictConfig, data=None):
     shape = {"max_length": data.max_length} if data_task == "sequence" else {}
     net = instantiate(cfg.model, in_channels=channels, in_size=list(size),
                       num_classes=data.num_classes, **shape)
+    if cfg.get("small_input_conv", False):
+        use_small_input_conv(net)  # CPU speed, same values: stnlab.cpu
     module = instantiate(
         cfg.module, net=net, num_classes=data.num_classes,
         optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
@@ -168,8 +170,6 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint and write results.json; returns the results."""
     check_config(cfg)  # every value in range before anything is written or built
-    if cfg.get("keep_freed_memory", True):
-        keep_freed_memory()
     started = time.time()
     env_before = dict(os.environ)
     output_dir = Path(cfg.paths.output_dir)

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .transforms import TPS, Transform, _size2
+from .transform_base import Transform, _size2
+from .transforms import TPS
 
 CANVAS_AREA = 4.0
 """Area of the input image ``[-1, 1]^2`` in normalised coordinates."""

@@ -1,13 +1,17 @@
-"""The library's one sampler: every image warp in stnlab goes through :func:`sample`."""
+"""The library's one sampler: every image warp in stnlab goes through :func:`sample`.
+
+``grid_sample`` does the work, except on a channels-last CPU feature map sampled bilinearly
+with zero padding where numba is installed: the kernels of ``stnlab.spatial._cpu`` then keep
+the map's layout (same values and gradients up to float rounding)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from . import _cpu
 from .layout import is_channels_last_map, nchw_keeping_grad_layout
-from .rows_sampling import bilinear_rows
-from .transforms import ALIGN_CORNERS
+from .transform_base import ALIGN_CORNERS
 
 SAMPLERS: tuple[str, ...] = ("bilinear", "nearest", "bicubic")
 PADDINGS: tuple[str, ...] = ("zeros", "border")
@@ -51,9 +55,9 @@ def sample(
     if grid.dtype != u.dtype:
         grid = grid.to(u.dtype)
     if u.device.type == "cpu" and n == 2 and is_channels_last_map(u):
-        if mode == "bilinear" and padding == "zeros":
-            return bilinear_rows(u, grid)
-        u = nchw_keeping_grad_layout(u)  # the other modes: grid_sample
+        if mode == "bilinear" and padding == "zeros" and _cpu.can_sample(u, grid):
+            return _cpu.sample_rows(u, grid)
+        u = nchw_keeping_grad_layout(u)  # grid_sample reads NCHW; the gradient stays channels-last
     return F.grid_sample(u, grid, mode=mode, padding_mode=padding, align_corners=ALIGN_CORNERS)
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .transforms import (
+from .transform_base import (
     ALIGN_CORNERS,
     Transform,
     _cached,
@@ -41,7 +41,7 @@ _HOMOG_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _size3(size: int | Sequence[int], family: str | None = None) -> tuple[int, int, int]:
-    """``32`` or ``(D, H, W)`` -> ``(D, H, W)`` of positive ints (see ``transforms._size_nd``)."""
+    """``32`` or ``(D, H, W)`` -> ``(D, H, W)`` of positive ints (``transform_base._size_nd``)."""
     return _size_nd(size, 3, family)  # type: ignore[return-value]
 
 

@@ -1,5 +1,5 @@
-"""numba kernels of the rows sampler (``stnlab.spatial.rows_sampling``), imported only where
-numba is installed: bilinear sampling with zero padding of a ``(B*H*W, C)`` row matrix at a
+"""numba kernels of the rows sampler (under autograd in ``rows.py``), imported only where numba
+is installed: bilinear sampling with zero padding of a ``(B*H*W, C)`` row matrix at a
 normalised grid ``(B, H', W', 2)``. Serial and GIL-free: they run in the calling thread, and
 numba caches their machine code on disk after the first compile.
 

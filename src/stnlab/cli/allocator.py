@@ -6,8 +6,11 @@ freed, and trims the heap's free top: so every step page-faults its large tensor
 can cost more than the arithmetic on them on a virtual machine (the multi-digit CNN's CPU step
 191-194 -> 177 ms; docs/performance.md, "Sequence models"). ``keep_freed_memory`` turns
 both off for the process, as PyTorch's CPU tuning guide gets by preloading jemalloc or
-tcmalloc: freed blocks are reused, the process keeps its peak memory. ``stnlab-train`` calls
-it unless ``keep_freed_memory=false``."""
+tcmalloc: freed blocks are reused, the process keeps its peak memory.
+
+A process-wide setting, so only the console script sets it: ``stnlab-train`` calls it unless
+``keep_freed_memory=false``; ``stnlab.run.train.train(cfg)`` called from Python (a notebook)
+leaves the process's allocator alone. Call it yourself for the same policy there."""
 
 from __future__ import annotations
 
