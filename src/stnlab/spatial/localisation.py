@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .layout import nchw_keeping_grad_layout
-from .transforms import _size2
+from .transform_base import _size2
 
 
 def _ints(x: int | Sequence[int]) -> tuple[int, ...]:
