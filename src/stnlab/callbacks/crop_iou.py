@@ -10,6 +10,7 @@ epoch, and ``test/st_iou``, ``test/st_area`` after testing (so they reach ``resu
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytorch_lightning as pl
@@ -38,6 +39,8 @@ def crop_iou(st, images: torch.Tensor, boxes: torch.Tensor,
         areas.append(region_area_fraction(region))
     return float(torch.cat(ious).mean()), float(torch.cat(areas).mean())
 
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 1 << 30
 """The measured examples' inputs are held for an epoch: the first ones of a split that fit in
@@ -77,7 +80,12 @@ class CropIoU(pl.Callback):
         if not sts:
             return None
         per_example = max(1, probe.element_size() * math.prod(probe.shape[1:]))
-        images, boxes = fixed_batch(split, max(1, self.max_bytes // per_example))
+        cap = max(1, self.max_bytes // per_example)
+        images, boxes = fixed_batch(split, cap)
+        if len(images) == cap and not getattr(self, f"_said_{split}", False):
+            setattr(self, f"_said_{split}", True)  # once a split, not every epoch
+            log.info("st/iou on %s: its first %d examples (callbacks.crop_iou.max_bytes=%d)",
+                     split, cap, self.max_bytes)
         return images, boxes, sts
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
