@@ -91,6 +91,7 @@ def make_cfg(tmp_path, data_dir):
 def write_svhn(root: Path, images: int = 12) -> None:
     """SVHN format-1 ``train`` and ``test`` folders of ``images`` PNGs of 1-3 digits each."""
     from PIL import Image
+
     from test_svhn import write_digit_struct
 
     rng = np.random.default_rng(0)

@@ -130,5 +130,5 @@ def test_the_documented_python_m_commands_still_answer(module):
 def test_a_volume_model_on_images_is_refused_naming_the_models_that_fit(make_cfg):
     from stnlab.errors import StnlabError
 
-    with pytest.raises(StnlabError, match="CNN3D takes volumes.*gives images.*data=volumetric"):
+    with pytest.raises(StnlabError, match="CNN3D takes volumes.*gives images.*model=cnn, "):
         build_data_and_module(make_cfg("train", ["model=cnn3d"]))

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import TRAINER_LIMITS
 from docs_commands import ROOT, argv, extract
-
 from stnlab.cli import run_reporting_errors
 from stnlab.config import CONFIG_DIR
 from stnlab.run.train import train
@@ -140,19 +140,17 @@ def test_preview_of_every_distortion(tmp_path):
 
 
 # -- every command the docs advertise ---------------------------------------------------------
-GPU = "needs a CUDA GPU (docs/running.md); the same commands without trainer=gpu run here"
-# (pattern, reason): an advertised command this suite does not run. A command matching none of
-# these is run; a pattern matching no command fails (test_every_advertised_command_is_run_...).
+# (pattern, why): an advertised command this suite does not run, and why, as docs/reliability.md
+# counts them. A command matching none of these is run; a pattern matching no command fails
+# (test_every_advertised_command_is_run_or_skipped_with_a_reason).
 SKIP = [
-    (r"trainer=gpu", GPU),
-    (r"hydra/launcher=slurm.*trainer=|-m hydra/launcher=slurm", "submits jobs to a SLURM "
-     "cluster; `--cfg hydra` of the launcher runs here"),
-    (r"^make install", "installs from the network (pip); `make test` itself ran it"),
-    (r"^make test$", "the test suite itself"),
+    (r"trainer=gpu", "need a CUDA GPU"),  # the same commands without trainer=gpu run here
+    (r"-m hydra/launcher=slurm", "submit to SLURM"),  # `--cfg hydra` of the launcher runs here
     (r"^make (study|cluttered|addition|multidigit|coloc|volumetric)\b",
-     "a study of docs/results.md (10-65 min on 2 cores); the commands it runs are run here "
-     "with tiny limits where the docs show them, and every preset above"),
-    (r"^stnlab-report outputs/t1$", "reads the two GPU sweeps of the lines before it"),
+     "are the studies' make targets of 10-65 minutes"),  # their commands run here, tiny
+    (r"^make install", "install from the network"),
+    (r"^stnlab-report outputs/t1$", "reads the GPU sweeps before it"),
+    (r"^make test$", "is make test itself"),
 ]
 # (substring, words): a bad input the docs show on purpose: exit 2 and one ERROR line.
 REFUSED = {
@@ -180,10 +178,15 @@ def skip_reason(text: str) -> str | None:
 
 
 def advertised() -> dict[str, str]:
-    """Each distinct advertised command -> where the docs first show it."""
+    """Each distinct advertised command -> where the docs first show it (``make train ARGS=X``
+    and ``.venv/bin/stnlab-train X`` are ``stnlab-train X``: the same command)."""
     found: dict[str, str] = {}
+    seen: set[tuple[str, ...]] = set()
     for c in extract():
-        found.setdefault(c.text, c.where)
+        key = tuple(argv(c.text))
+        if key not in seen:
+            seen.add(key)
+            found[c.text] = c.where
     return found
 
 
@@ -241,7 +244,8 @@ def doc_env(data_dir: Path) -> dict[str, str]:
 
 
 def substitute(text: str, trained_run, sweep_dir, tmp_path: Path) -> str:
-    """The docs' placeholders replaced with runs and sweeps of this session."""
+    """The docs' placeholders replaced with runs and sweeps of this session (``sweep_dir()``
+    gives the sweep, made when first asked for)."""
     run = lambda *o: str(trained_run(*o))  # noqa: E731
     if "<same dir>" in text:  # a resume writes into the run: a copy of it
         text = text.replace("<same dir>", str(shutil.copytree(run(), tmp_path / "resumed")))
@@ -251,9 +255,9 @@ def substitute(text: str, trained_run, sweep_dir, tmp_path: Path) -> str:
         ("outputs/train/runs/<run>", run), ("<run>", run), ("<RTS run>", run),
         ("<cnn run>", lambda: run("model=cnn", "data.distortion=cluttered")),
         ("<st-cnn run>", lambda: run("model=st_cnn", "data.distortion=cluttered")),
-        ("outputs/table1/multiruns/<stamp>", lambda: str(sweep_dir)),
-        ("outputs/train/multiruns/<stamp>", lambda: str(sweep_dir)),
-        ("<sweep dir>", lambda: str(sweep_dir)), ("<stamp>", lambda: str(sweep_dir)),
+        ("outputs/table1/multiruns/<stamp>", lambda: str(sweep_dir())),
+        ("outputs/train/multiruns/<stamp>", lambda: str(sweep_dir())),
+        ("<sweep dir>", lambda: str(sweep_dir())), ("<stamp>", lambda: str(sweep_dir())),
         ("<name>", lambda: "RTS"), ("<overrides>", lambda: "model=cnn"),
     ]:
         if placeholder in text:
@@ -287,8 +291,8 @@ def command_line(args: list[str]) -> tuple[list[str], Path | None]:
 
 
 @pytest.mark.parametrize("text", RUN)
-def test_advertised_command(text, trained_run, sweep_dir, product_data, tmp_path):
-    line = substitute(text, trained_run, sweep_dir, tmp_path)
+def test_advertised_command(text, trained_run, product_data, tmp_path, request):
+    line = substitute(text, trained_run, lambda: request.getfixturevalue("sweep_dir"), tmp_path)
     cmd, cwd = command_line(argv(line))
     proc = subprocess.run(cmd, cwd=cwd or tmp_path, env=doc_env(product_data),
                           capture_output=True, text=True, timeout=600)
@@ -327,8 +331,11 @@ def bad_inputs_tried() -> int:
 def test_reliability_md_states_the_counts_of_this_suite():
     text = " ".join((ROOT / "docs" / "reliability.md").read_text().split())
     refused_pairs = sum(DATA_KIND[d] != MODEL_KIND[m] for d in DATA for m in MODELS)
+    skipped = [sum(bool(re.search(p, t)) and skip_reason(t) == why for t in COMMANDS)
+               for p, why in SKIP]
     want = (f"runs {len(RUN)} of the {len(COMMANDS)} commands that README.md and docs/ "
-            f"advertise ({len(COMMANDS) - len(RUN)} skipped")
+            f"advertise ({len(COMMANDS) - len(RUN)} skipped: "
+            + ", ".join(f"{n} {why}" for n, (_, why) in zip(skipped, SKIP, strict=True)) + ")")
     assert want in text, f"docs/reliability.md should say: ...{want}..."
     want = (f"{len(PRESETS)} experiment presets and {len(PAIRS) - refused_pairs} data x model "
             f"pairings train, {refused_pairs} pairings are refused")

@@ -65,22 +65,23 @@ def build_data_and_module(cfg: DictConfig):
             f"{module_cls.__name__} trains {module_task}; choose a module of that task "
             f"({modules_for_task(data_task)}) or an experiment that does."
         )
+    channels, *size = data.dims
     model_task = getattr(get_class(cfg.model._target_), "task", "classification")
     if data_task != model_task:
         raise StnlabError(
             f"{type(data).__name__} gives {data_task} targets, but model "
             f"{cfg.model._target_.rsplit('.', 1)[-1]} outputs {model_task}; choose a model of "
-            f"that task ({options_for_task('model', data_task)}) or an experiment that does."
+            f"that task ({options_for_task('model', data_task, len(size))}) or an experiment "
+            "that does."
         )
-    channels, *size = data.dims
     model_ndim = getattr(get_class(cfg.model._target_), "input_ndim", len(size))
     if model_ndim != len(size):
         kind = {2: "images", 3: "volumes"}
         raise StnlabError(
             f"model {cfg.model._target_.rsplit('.', 1)[-1]} takes {kind.get(model_ndim)}, but "
             f"{type(data).__name__} gives {kind.get(len(size), f'{len(size)}-D data')} "
-            f"{tuple(data.dims)}; choose a model for that data (e.g. data=volumetric with "
-            "model=cnn3d or st_cnn3d, 2-D data with model=cnn, st_cnn, ...)."
+            f"{tuple(data.dims)}; choose a model for that data "
+            f"({options_for_task('model', data_task, len(size))})."
         )
     shape = {"max_length": data.max_length} if data_task == "sequence" else {}
     net = instantiate(cfg.model, in_channels=channels, in_size=list(size),
@@ -93,13 +94,16 @@ def build_data_and_module(cfg: DictConfig):
     return data, module
 
 
-def options_for_task(group: str, task: str) -> str:
+def options_for_task(group: str, task: str, ndim: int | None = None) -> str:
     """``<group>=<option>`` for every ``conf/<group>`` option whose class is of ``task`` (a
-    class without a ``task`` attribute is ``classification``)."""
+    class without a ``task`` attribute is ``classification``) and, given ``ndim``, takes inputs
+    of that many spatial dimensions (``input_ndim``, else 2): only options the data accepts."""
     options = []
     for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_")
-        if target and getattr(get_class(target), "task", "classification") == task:
+        cls = get_class(target) if target else None
+        if cls and getattr(cls, "task", "classification") == task and (
+                ndim is None or getattr(cls, "input_ndim", 2) == ndim):
             options.append(f"{group}={path.stem}")
     return ", ".join(options) or f"none in conf/{group} trains {task} yet"
 
