@@ -257,6 +257,7 @@ def substitute(text: str, trained_run, sweep_dir, tmp_path: Path) -> str:
         ("outputs/table1/multiruns/<stamp>", lambda: str(sweep_dir())),
         ("outputs/train/multiruns/<stamp>", lambda: str(sweep_dir())),
         ("<sweep dir>", lambda: str(sweep_dir())), ("<stamp>", lambda: str(sweep_dir())),
+        ("<sweep job>", lambda: str(sorted(sweep_dir().glob("*/results.json"))[0].parent)),
         ("<name>", lambda: "RTS"), ("<overrides>", lambda: "model=cnn"),
     ]:
         if placeholder in text:
@@ -310,6 +311,28 @@ def test_advertised_command(text, trained_run, product_data, tmp_path, request):
         assert written, "no results.json"
         for path in written:
             check_run(path.parent, {})
+
+
+# Commands a user tried (issue #30) that the docs do not show: (command, outcome), the outcome
+# "ok" (exit 0) or "refused" (exit 2, one ERROR line); never a traceback.
+TRIED = [
+    ("stnlab-eval ckpt_path=<sweep job>", "ok"),  # a job folder name holds '=' and ','
+    ("stnlab-eval ckpt_path=<run> +data.distortion=R", "ok or refused"),  # 42x42 run, 28x28 set
+    ("stnlab-train data.val_size=999999", "refused"),
+]
+
+
+@pytest.mark.parametrize(("text", "outcome"), TRIED)
+def test_commands_users_tried(text, outcome, trained_run, product_data, tmp_path, request):
+    line = substitute(text, trained_run, lambda: request.getfixturevalue("sweep_dir"), tmp_path)
+    cmd, _ = command_line(argv(line))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=doc_env(product_data), capture_output=True,
+                          text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert "Traceback" not in output, output[-4000:]
+    if proc.returncode != 0 or outcome == "refused":
+        assert "refused" in outcome and proc.returncode == 2 and len(errors) == 1, output[-3000:]
 
 
 # -- the numbers docs/reliability.md states ---------------------------------------------------
