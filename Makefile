@@ -30,7 +30,7 @@ train: install  ## train the default experiment (ARGS="model=cnn" etc. for Hydra
 eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/train/runs/<run>"
 	$(BIN)/stnlab-eval $(ARGS)
 
-# The suite on TEST_WORKERS processes (pytest-xdist), one thread each: ~N min on 2 cores.
+# The suite on TEST_WORKERS processes (pytest-xdist, one thread each; tests/conftest.py).
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
 
