@@ -98,7 +98,7 @@ def test_a_refused_pairing_ends_the_console_entry_point_in_one_line(monkeypatch,
     assert "StnlabError" in errors[0] and "model=seq_cnn" in errors[0]
 
 
-# -- stnlab-robustness on a run of each task, stnlab-preview -----------------------------------
+# -- stnlab-robustness on a run of each task (stnlab-preview: the docs' command) -------------
 ROBUSTNESS_RUNS = {  # a run of each task; MUST_WORK: the kinds made for it
     "rts": ("model=cnn",), "cluttered": ("model=cnn", "data.distortion=cluttered"),
     "addition": ("data=addition", "model=cnn"), "volumetric": ("data=volumetric", "model=cnn3d"),
@@ -130,13 +130,6 @@ def test_robustness_each_kind_on_each_task_gives_a_curve_or_one_line(task, kind,
         errors = [line for line in err.splitlines() if line.strip()]
         assert (task, kind) not in MUST_WORK and code == 2 and len(errors) == 1, out + err
         assert not (tmp_path / "curves").exists() or not list((tmp_path / "curves").iterdir())
-
-
-def test_preview_of_every_distortion(tmp_path):
-    from stnlab.cli.preview import main
-
-    assert main(["--all", "--out-dir", str(tmp_path)]) in (0, None)
-    assert len(list(tmp_path.glob("*.png"))) >= 8
 
 
 # -- every command the docs advertise ---------------------------------------------------------
