@@ -132,8 +132,11 @@ def product_cfg(tmp_path_factory, product_data):
         out = tmp_path_factory.mktemp("run")
         root, data = out / "root", product_data
         cfg = compose_cfg("train", list(overrides), root, out, data, keep_hydra=True)
-        overrides = (*overrides, *first_job(cfg))
-        target = compose_cfg("train", list(overrides), root, out, data).data._target_
+        job = first_job(cfg)
+        if job:
+            overrides = (*overrides, *job)
+            cfg = compose_cfg("train", list(overrides), root, out, data)
+        target = cfg.data._target_
         extra = DATA_LIMITS[target.rsplit(".", 1)[-1]]
         if target.endswith("ImageFolderData"):
             extra = [*extra, f"data.root={data / 'images'}"]

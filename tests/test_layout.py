@@ -90,7 +90,7 @@ def _rename_back(node):
 
 
 def test_checkpoint_with_the_old_target_names_still_evaluates(make_cfg, trained_run, tmp_path):
-    results = json.loads((trained_run("model=cnn") / "results.json").read_text())
+    results = json.loads((trained_run("data=mnist", "model=cnn") / "results.json").read_text())
     ckpt = Path(results["ckpt_path"])
     state = torch.load(ckpt, weights_only=False)
     state["stnlab"]["config"] = _rename_back(state["stnlab"]["config"])
