@@ -7,6 +7,7 @@ one thread, as do the processes it starts."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -68,6 +69,20 @@ def first_job(cfg) -> list[str]:
         return []
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     return [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in parsed]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_as_before():
+    """A test that runs an entry point in-process (Hydra's job logging, ``basicConfig``) leaves
+    handlers on the root logger bound to its captured streams; a later test in the same process
+    (any order under xdist) would log into a closed file ("--- Logging error ---")."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
