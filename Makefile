@@ -30,11 +30,15 @@ train: install  ## train the default experiment (ARGS="model=cnn" etc. for Hydra
 eval: install  ## evaluate a checkpoint: make eval ARGS="ckpt_path=outputs/train/runs/<run>"
 	$(BIN)/stnlab-eval $(ARGS)
 
-test: install  ## run the test suite
-	$(BIN)/python -m pytest $(ARGS)
+# The suite on TEST_WORKERS processes (pytest-xdist, one thread each; tests/conftest.py).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
+
+test: install  ## run the test suite (TEST_WORKERS=1: in one process)
+	$(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 test-fast: install  ## the suite without the slow tests
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 # $(call sweep,DIR,NAME,ARGS): one sweep on one core into DIR/NAME (its log DIR/NAME.log).
 define sweep
