@@ -72,6 +72,15 @@ def first_job(cfg) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
+def _no_inherited_wandb_service():
+    """An in-process W&B run puts its service's address in ``WANDB_SERVICE``; a process a later
+    test starts would inherit it and share that service, which still holds the ids of runs it
+    saw (a resumed run's id is then "in use"). Each process a test starts gets its own."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _root_logging_as_before():
     """A test that runs an entry point in-process (Hydra's job logging, ``basicConfig``) leaves
     handlers on the root logger bound to its captured streams; a later test in the same process

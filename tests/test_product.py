@@ -158,7 +158,6 @@ REFUSED = {
 # the tiny limits of a sweep preset, one job; of an Optuna search, 2 trials.
 NARROW = {
     "experiment=table1_sweep": ["model=cnn", "data.distortion=R", "seed=0"],
-    "experiment=cluttered_study": ["seed=0"],
     "hparams_search=optuna": ["hydra.sweeper.n_trials=2"],
 }
 EVAL_LIMITS = ["trainer.limit_test_batches=1"]
@@ -279,11 +278,18 @@ def command_line(args: list[str]) -> tuple[list[str], Path | None]:
     if program == "stnlab-train" and not informative:
         text = " ".join(rest)
         sweep = "-m" in rest or any(key in text for key in NARROW)  # sizes: not in job names
-        rest = [*rest, *TRAINER_LIMITS, *([] if sweep else DIGIT_DATA_LIMITS),
+        rest = [*rest, *unset(rest, [*TRAINER_LIMITS, *([] if sweep else DIGIT_DATA_LIMITS)]),
                 *[o for key, extra in NARROW.items() if key in text for o in extra]]
     elif program == "stnlab-eval" and not informative:
-        rest = [*rest, *EVAL_LIMITS]
+        rest = [*rest, *unset(rest, EVAL_LIMITS)]
     return [*base, *rest], None
+
+
+def unset(args: list[str], limits: list[str]) -> list[str]:
+    """The ``limits`` whose keys the command does not set itself (its own value is the one
+    under test, e.g. ``data.val_size=999999``)."""
+    keys = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a}
+    return [o for o in limits if o.split("=", 1)[0].lstrip("+~") not in keys]
 
 
 @pytest.mark.parametrize("text", RUN)
