@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
 from stnlab.config import flatten, instantiate_dict
+from stnlab.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,10 @@ def drop_rows_from(path: str | Path, step: int) -> int:
         header, rows = reader.fieldnames or [], list(reader)
     keep = [row for row in rows if not row.get("step") or float(row["step"]) < step]
     if len(keep) < len(rows):
-        fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=".metrics.")
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_write(path, "w") as f:
             writer = csv.DictWriter(f, fieldnames=header)
             writer.writeheader()
             writer.writerows(keep)
-        os.replace(tmp, path)
     return len(rows) - len(keep)
 
 
