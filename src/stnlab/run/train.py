@@ -58,7 +58,6 @@ def build_data_and_module(cfg: DictConfig, data=None):
             f"{module_cls.__name__} trains {module_task}; choose a module of that task "
             f"({modules_for_task(data_task)}) or an experiment that does."
         )
-    channels, *size = data.dims
     model_task = getattr(get_class(cfg.model._target_), "task", "classification")
     if data_task != model_task:
         raise StnlabError(
