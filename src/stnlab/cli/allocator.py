@@ -4,7 +4,7 @@ glibc's malloc gives blocks over its mmap threshold (at most 32 MiB; a 64 x 32 x
 float map is 33.5 MB) fresh pages from the kernel each time and hands them back when they are
 freed, and trims the heap's free top: so every step page-faults its large tensors anew, which
 can cost more than the arithmetic on them on a virtual machine (the multi-digit CNN's CPU step
-191-194 -> 177 ms; docs/performance.md, "Sequence models"). ``keep_freed_memory`` turns
+191-194 -> 177 ms; docs/notes/performance.md). ``keep_freed_memory`` turns
 both off for the process, as PyTorch's CPU tuning guide gets by preloading jemalloc or
 tcmalloc: freed blocks are reused, the process keeps its peak memory.
 
